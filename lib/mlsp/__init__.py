@@ -1,0 +1,16 @@
+"""MLSP: a reproduction kit for Hosu et al., CVPR 2019.
+
+Notebooks tell the story; this package does the work. Keras runs on TensorFlow, set here
+before Keras is first imported so that no user configuration silently picks another backend.
+"""
+import os
+
+_backend = os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+if _backend != "tensorflow":
+    raise RuntimeError(
+        f"KERAS_BACKEND={_backend!r}: the MLSP kit needs the TensorFlow backend "
+        "(area resizing and the feature pipeline use TensorFlow ops). Unset KERAS_BACKEND."
+    )
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+__version__ = "0.1.0"

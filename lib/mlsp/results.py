@@ -1,0 +1,127 @@
+"""The results contract: what every notebook writes under results/<profile>/.
+
+- `<key>.json`: named metrics plus the exact parameters, seed, package versions, git commit, wall time;
+- `<key>.csv`: tables;
+- `<key>.png` and `<key>.svg`: figures.
+`mlsp check` reads the JSON files and compares their metrics with params/<profile>/expected.yaml.
+"""
+from __future__ import annotations
+
+import json
+import math
+import platform
+import subprocess
+import time
+from datetime import datetime, timezone
+from importlib import metadata
+from pathlib import Path
+
+from mlsp.parameters import declared_parameters
+from mlsp.paths import NOTEBOOKS_DIR, REPO_ROOT, RESULTS_DIR
+
+RECORDED_PACKAGES = ("tensorflow", "tensorflow-cpu", "keras", "numpy", "h5py", "pandas", "scipy", "papermill", "pillow", "scikit-image")
+
+
+def package_versions() -> dict:
+    versions = {"python": platform.python_version()}
+    for name in RECORDED_PACKAGES:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            pass
+    return versions
+
+
+def git_commit() -> str | None:
+    try:
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO_ROOT, capture_output=True, text=True, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=REPO_ROOT, capture_output=True, text=True).stdout.strip()
+        return commit + ("+dirty" if dirty else "")
+    except (OSError, subprocess.CalledProcessError):
+        return None
+
+
+def _plain(value):
+    """JSON-safe copies of numpy scalars and arrays; NaN becomes null."""
+    if hasattr(value, "tolist"):
+        value = value.tolist()
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+class Run:
+    """One notebook's run: knows its profile, parameters and start time; writes results.
+
+    `namespace` is the notebook's globals(): the values of the names in its parameters cell are
+    recorded exactly as the run used them (defaults overridden by papermill).
+    """
+
+    def __init__(self, profile: str, notebook: str, namespace: dict | None = None, results_root: Path = RESULTS_DIR):
+        self.profile = profile
+        self.notebook = notebook
+        self.directory = Path(results_root) / profile
+        self.directory.mkdir(parents=True, exist_ok=True)
+        self.started = time.perf_counter()
+        self.parameters = {}
+        notebook_path = NOTEBOOKS_DIR / f"{notebook}.ipynb"
+        if namespace is not None and notebook_path.exists():
+            self.parameters = {name: namespace[name] for name in declared_parameters(notebook_path) if name in namespace}
+        self.seed = self.parameters.get("seed")
+
+    def path(self, name: str) -> Path:
+        return self.directory / name
+
+    def save_metrics(self, key: str, metrics: dict, **extra) -> Path:
+        record = {
+            "key": key,
+            "profile": self.profile,
+            "notebook": self.notebook,
+            "metrics": _plain(metrics),
+            "parameters": _plain(self.parameters),
+            "seed": self.seed,
+            "versions": package_versions(),
+            "git_commit": git_commit(),
+            "wall_time_s": round(time.perf_counter() - self.started, 2),
+            "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            **_plain(extra),
+        }
+        path = self.path(f"{key}.json")
+        path.write_text(json.dumps(record, indent=2, sort_keys=False) + "\n")
+        return path
+
+    def save_table(self, key: str, table) -> Path:
+        path = self.path(f"{key}.csv")
+        table.to_csv(path, index=False, float_format="%.6g")
+        return path
+
+    def save_figure(self, key: str, figure) -> list[Path]:
+        paths = [self.path(f"{key}.png"), self.path(f"{key}.svg")]
+        figure.savefig(paths[0], dpi=110, bbox_inches="tight")
+        figure.savefig(paths[1], bbox_inches="tight")
+        return paths
+
+
+def load_metrics(profile: str, results_root: Path = RESULTS_DIR) -> dict[str, dict]:
+    """Every result JSON of a profile, keyed by its key."""
+    found = {}
+    for path in sorted((Path(results_root) / profile).glob("*.json")):
+        record = json.loads(path.read_text())
+        if isinstance(record, dict) and "metrics" in record:
+            found[record.get("key", path.stem)] = record
+    return found
+
+
+def flatten(tree: dict, prefix: str = "") -> dict[str, object]:
+    flat = {}
+    for key, value in tree.items():
+        name = f"{prefix}/{key}" if prefix else str(key)
+        if isinstance(value, dict) and not ({"value", "tolerance"} <= set(value)):
+            flat.update(flatten(value, name))
+        else:
+            flat[name] = value
+    return flat

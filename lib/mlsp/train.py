@@ -1,0 +1,171 @@
+"""The paper's training protocol for heads on stored features.
+
+MSE on the MOS; Adam (default betas); learning rate 1e-4, divided by 10 every 20 epochs or after 5
+epochs without validation improvement, whichever comes first, down to 1e-6, reloading the best
+weights at each change; training stops when a drop is due at the floor (early stopping) or at
+`max_epochs`. Batch 128. Each epoch draws one of the stored views per image at random; test
+predictions average over all stored views.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import keras
+import numpy as np
+
+from mlsp.store import FeatureReader
+
+
+@dataclass
+class Protocol:
+    learning_rate: float = 1e-4
+    drop_every: int = 20
+    patience: int = 5
+    floor: float = 1e-6
+    max_epochs: int = 100
+    batch_size: int = 128
+    jit_compile: bool | str = "auto"
+
+
+class FeatureBatches(keras.utils.PyDataset):
+    """Batches of (features, MOS) from a store or an in-memory array [N, V, ...].
+
+    Each epoch draws one random view per image (`random_view=True`), or serves view `view` for
+    evaluation. Rows are read one record at a time from HDF5, never with fancy indexing.
+    `channels` keeps a slice of the last axis (the block ablation of Fig. 7).
+    """
+
+    def __init__(self, source, rows, targets=None, batch_size: int = 128, random_view: bool = True, view: int = 0, seed: int = 0, channels: slice | None = None, shuffle: bool = True):
+        super().__init__(workers=1, use_multiprocessing=False)
+        self.source, self.rows = source, np.asarray(rows)
+        self.targets = None if targets is None else np.asarray(targets, dtype=np.float32)
+        self.batch_size, self.random_view, self.view = batch_size, random_view, view
+        self.channels = channels or slice(None)
+        self.shuffle = shuffle
+        self.rng = np.random.default_rng(seed)
+        self.n_views = (source.shape if isinstance(source, FeatureReader) else source.shape)[1]
+        self.on_epoch_end()
+
+    def on_epoch_end(self):
+        self.order = self.rng.permutation(len(self.rows)) if self.shuffle else np.arange(len(self.rows))
+        self.views = self.rng.integers(0, self.n_views, size=len(self.rows)) if self.random_view else np.full(len(self.rows), self.view)
+
+    def __len__(self):
+        return math.ceil(len(self.rows) / self.batch_size)
+
+    def __getitem__(self, index):
+        chosen = self.order[index * self.batch_size : (index + 1) * self.batch_size]
+        rows, views = self.rows[chosen], self.views[chosen]
+        if isinstance(self.source, FeatureReader):
+            features = np.stack([self.source.features[int(row), int(view)] for row, view in zip(rows, views)])
+        else:
+            features = self.source[rows, views]
+        features = features[..., self.channels].astype(np.float32)
+        if self.targets is None:
+            return (features,)
+        return features, self.targets[chosen]
+
+
+class PaperSchedule(keras.callbacks.Callback):
+    """Divide the learning rate by 10 every `drop_every` epochs or after `patience` epochs without
+    validation improvement, whichever first; reload the best weights at each change; stop when a
+    drop is due at the floor. Restores the best weights at the end."""
+
+    def __init__(self, protocol: Protocol):
+        super().__init__()
+        self.protocol = protocol
+
+    def on_train_begin(self, logs=None):
+        self.best_loss, self.best_weights = np.inf, None
+        self.epochs_at_rate, self.epochs_without_improvement = 0, 0
+        self.model.optimizer.learning_rate.assign(self.protocol.learning_rate)
+        self.learning_rates = []
+
+    def on_epoch_end(self, epoch, logs=None):
+        loss = float(logs["val_loss"])
+        rate = float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate))
+        logs["learning_rate"] = rate
+        self.learning_rates.append(rate)
+        if loss < self.best_loss:
+            self.best_loss, self.best_weights = loss, self.model.get_weights()
+            self.epochs_without_improvement = 0
+        else:
+            self.epochs_without_improvement += 1
+        self.epochs_at_rate += 1
+        if self.epochs_at_rate >= self.protocol.drop_every or self.epochs_without_improvement >= self.protocol.patience:
+            if rate / 10 < self.protocol.floor * (1 - 1e-6):
+                self.model.stop_training = True
+                return
+            self.model.optimizer.learning_rate.assign(rate / 10)
+            if self.best_weights is not None:
+                self.model.set_weights(self.best_weights)
+            self.epochs_at_rate, self.epochs_without_improvement = 0, 0
+
+    def on_train_end(self, logs=None):
+        if self.best_weights is not None:
+            self.model.set_weights(self.best_weights)
+
+
+def start_at_mean(model: keras.Model, mean_mos: float) -> None:
+    """Start every MOS output's bias at the training mean. With He-initialised layers the first
+    predictions are near 0 against MOS near 5.5; on AVA thousands of steps erase that, on a small
+    set it would eat the whole run. A starting point only: the protocol itself is unchanged."""
+    for layer in model.layers:
+        if layer.name.endswith("mos") and getattr(layer, "use_bias", False):
+            kernel, bias = layer.get_weights()
+            layer.set_weights([kernel, np.full_like(bias, mean_mos)])
+
+
+def compile_head(model: keras.Model, protocol: Protocol) -> keras.Model:
+    jit = protocol.jit_compile
+    if jit == "auto":  # XLA paid 3.6x on a wide head on CPU; little for narrow ones
+        jit = len(model.inputs[0].shape) == 4
+    model.compile(optimizer=keras.optimizers.Adam(learning_rate=protocol.learning_rate), loss="mean_squared_error", jit_compile=bool(jit))
+    return model
+
+
+@dataclass
+class TrainResult:
+    model: keras.Model
+    history: dict = field(default_factory=dict)
+    epochs: int = 0
+    best_validation_loss: float = float("nan")
+
+
+def fit(model: keras.Model, source, train_rows, train_mos, validation_rows, validation_mos, protocol: Protocol, seed: int, channels: slice | None = None, verbose: int = 0) -> TrainResult:
+    """Train a head on stored features with the paper's protocol; the best weights are kept."""
+    keras.utils.set_random_seed(seed)
+    start_at_mean(model, float(np.mean(train_mos)))
+    compile_head(model, protocol)
+    training = FeatureBatches(source, train_rows, train_mos, protocol.batch_size, random_view=True, seed=seed, channels=channels)
+    validation = FeatureBatches(source, validation_rows, validation_mos, protocol.batch_size, random_view=True, seed=seed + 1, channels=channels, shuffle=False)
+    schedule = PaperSchedule(protocol)
+    history = model.fit(training, validation_data=validation, epochs=protocol.max_epochs, callbacks=[schedule], verbose=verbose)
+    record = {key: [float(v) for v in values] for key, values in history.history.items()}
+    record["learning_rate"] = schedule.learning_rates
+    return TrainResult(model, record, len(record["loss"]), float(schedule.best_loss))
+
+
+def predict(model: keras.Model, source, rows, batch_size: int = 256, channels: slice | None = None) -> np.ndarray:
+    """Mean prediction over all stored views of each image."""
+    n_views = source.shape[1]
+    per_view = []
+    for view in range(n_views):
+        batches = FeatureBatches(source, rows, None, batch_size, random_view=False, view=view, channels=channels, shuffle=False)
+        per_view.append(model.predict(batches, verbose=0).reshape(-1))
+    return np.mean(per_view, axis=0)
+
+
+def load_features(path, in_memory: bool = True):
+    """A store's reader, or its whole array read with one contiguous slice when it fits in memory."""
+    reader = FeatureReader(path)
+    if not reader.done.all():
+        missing = int((~reader.done).sum())
+        reader.close()
+        raise RuntimeError(f"{path}: {missing} images have no features yet; rerun notebook 01_extract_features")
+    if in_memory:
+        array = reader.read_all()
+        reader.close()
+        return array
+    return reader
