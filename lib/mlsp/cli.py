@@ -8,10 +8,11 @@ from mlsp.parameters import ParameterError
 
 
 def _run(args) -> int:
+    from mlsp.parameters import parse_overrides
     from mlsp.runner import NotebookFailed, run_profile
 
     try:
-        run_profile(args.profile, only=args.only, start_from=args.start_from, dry_run=args.dry_run)
+        run_profile(args.profile, only=args.only, start_from=args.start_from, dry_run=args.dry_run, overrides=parse_overrides(args.set))
     except (ParameterError, NotebookFailed) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2 if isinstance(error, ParameterError) else 1
@@ -58,6 +59,7 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("--only", nargs="+", metavar="NN", help="run only these notebook numbers")
     run.add_argument("--from", dest="start_from", metavar="NN", help="start at this notebook number")
     run.add_argument("--dry-run", action="store_true", help="validate every parameter file, execute nothing")
+    run.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a parameter of the selected notebooks (repeatable), e.g. --set shard_index=3")
     run.set_defaults(handler=_run)
 
     check = commands.add_parser("check", help="compare results/<profile> with params/<profile>/expected.yaml")

@@ -32,10 +32,10 @@ def finetune_model(backbone, row) -> keras.Model:
 class ImageBatches(keras.utils.PyDataset):
     """Rescaled images (kept in memory as uint8) served as random crops and flips, or whole."""
 
-    def __init__(self, images: np.ndarray, mos, preprocess, batch_size: int = 32, augment: bool = True, seed: int = 0, shuffle: bool = True):
+    def __init__(self, images: np.ndarray, mos, preprocess, batch_size: int = 32, augment: bool = True, seed: int = 0, shuffle: bool = True, fill_last: bool = True):
         super().__init__(workers=1, use_multiprocessing=False)
         self.images, self.mos = images, None if mos is None else np.asarray(mos, dtype=np.float32)
-        self.preprocess, self.batch_size, self.augment, self.shuffle = preprocess, batch_size, augment, shuffle
+        self.preprocess, self.batch_size, self.augment, self.shuffle, self.fill_last = preprocess, batch_size, augment, shuffle, fill_last
         self.rng = np.random.default_rng(seed)
         self.on_epoch_end()
 
@@ -46,7 +46,7 @@ class ImageBatches(keras.utils.PyDataset):
         return math.ceil(len(self.images) / self.batch_size)
 
     def __getitem__(self, index):
-        chosen = self.order[index * self.batch_size : (index + 1) * self.batch_size]
+        chosen = train.batch_indices(self.order, index, self.batch_size, self.fill_last)
         batch = np.stack([random_view(rescaled(self.images, i), self.rng) if self.augment else rescaled(self.images, i) for i in chosen])
         batch = self.preprocess(batch)
         return (batch,) if self.mos is None else (batch, self.mos[chosen])

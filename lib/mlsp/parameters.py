@@ -93,11 +93,29 @@ def profile_dir(profile: str, params_dir: Path = PARAMS_DIR) -> Path:
     return path
 
 
-def resolve_profile(profile: str, notebooks: list[Notebook], params_dir: Path = PARAMS_DIR) -> dict[str, dict]:
-    """Validated parameters for every notebook, keyed by notebook stem; raises ParameterError."""
+def parse_overrides(pairs: list[str] | None) -> dict:
+    """`KEY=VALUE` strings from the command line; values are read as YAML (3, 1e-4, true, [a, b])."""
+    overrides = {}
+    for pair in pairs or []:
+        key, separator, value = pair.partition("=")
+        if not separator or not key:
+            raise ParameterError(f"--set {pair}: expected KEY=VALUE")
+        try:
+            overrides[key.strip()] = yaml.safe_load(value)
+        except yaml.YAMLError as error:
+            raise ParameterError(f"--set {pair}: value is not valid YAML ({error})") from None
+    return overrides
+
+
+def resolve_profile(profile: str, notebooks: list[Notebook], params_dir: Path = PARAMS_DIR, overrides: dict | None = None) -> dict[str, dict]:
+    """Validated parameters for every notebook, keyed by notebook stem; raises ParameterError.
+
+    `overrides` (from `mlsp run --set KEY=VALUE`) apply last, to every given notebook that declares the key."""
     folder = profile_dir(profile, params_dir)
     common_path = folder / "common.yaml"
-    common = _read_yaml(common_path) if common_path.exists() else {}
+    if not common_path.exists():
+        raise ParameterError(f"{common_path}: missing (every profile has one, holding at least `profile`)")
+    common = _read_yaml(common_path)
     declared_by = {nb.stem: declared_parameters(nb.path) for nb in list_notebooks(notebooks[0].path.parent)} if notebooks else {}
     for key in common:
         if not any(key in declared for declared in declared_by.values()):
@@ -115,7 +133,14 @@ def resolve_profile(profile: str, notebooks: list[Notebook], params_dir: Path = 
             for key, value in _read_yaml(own_path).items():
                 _check(own_path, key, declared, value)
                 params[key] = value
+        for key, value in (overrides or {}).items():
+            if key in declared:
+                _check(Path("--set"), key, declared, value)
+                params[key] = value
         resolved[nb.stem] = params
+    for key in overrides or {}:
+        if not any(key in declared_by[nb.stem] for nb in notebooks):
+            raise ParameterError(f"--set: key '{key}' is not a parameter of the selected notebooks")
     known_stems = {nb.stem for nb in list_notebooks(notebooks[0].path.parent)} if notebooks else set()
     for path in sorted(folder.glob("*.yaml")):
         if path.name not in ("common.yaml", "expected.yaml") and path.stem not in known_stems:

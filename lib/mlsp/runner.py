@@ -37,12 +37,15 @@ def run_profile(
     params_dir: Path = PARAMS_DIR,
     results_dir: Path = RESULTS_DIR,
     log=None,
+    overrides: dict | None = None,
 ) -> list[tuple[str, float]]:
     """Validate all parameters first, then execute; returns (notebook, seconds) per notebook run."""
     log = log or (lambda message: print(message, flush=True))
     notebooks = list_notebooks(notebooks_dir)
     chosen = select(notebooks, only, start_from)
-    resolved = resolve_profile(profile, notebooks, params_dir)  # fails before any notebook starts
+    resolved = resolve_profile(profile, notebooks, params_dir)  # every file is checked, before any notebook starts
+    if overrides:
+        resolved.update(resolve_profile(profile, chosen, params_dir, overrides))
     if dry_run:
         for nb in chosen:
             log(f"ok  {nb.path.name}: {len(resolved[nb.stem])} parameters from params/{profile}/")
@@ -71,8 +74,8 @@ def run_profile(
         except papermill.PapermillExecutionError as error:
             seconds = time.perf_counter() - start
             raise NotebookFailed(
-                f"{nb.path.name} failed after {seconds:.0f} s in cell {error.cell_index} "
-                f"(execution count {error.exec_count}): {error.ename}: {error.evalue}\n"
+                f"{nb.path.name} failed after {seconds:.0f} s in cell {error.cell_index} of the executed copy "
+                f"[{_first_line(output_dir / nb.path.name, error.cell_index)}]: {error.ename}: {error.evalue}\n"
                 f"executed copy with the traceback: {output_dir / nb.path.name}"
             ) from None
         seconds = time.perf_counter() - start
@@ -80,6 +83,20 @@ def run_profile(
         log(f"    done in {seconds:.1f} s")
     log(f"profile '{profile}': {len(timings)} notebooks in {time.perf_counter() - total_start:.1f} s")
     return timings
+
+
+def _first_line(executed: Path, cell_index: int) -> str:
+    """The failing cell's first line, so the report says which cell without opening the notebook."""
+    import json
+
+    try:
+        cells = json.loads(executed.read_text())["cells"]
+    except (OSError, ValueError, KeyError):
+        return "?"
+    failed = [cell for cell in cells if any(output.get("output_type") == "error" for output in cell.get("outputs", []))]
+    source = (failed[0] if failed else cells[min(cell_index, len(cells) - 1)])["source"]
+    text = "".join(source) if isinstance(source, list) else source
+    return text.strip().splitlines()[0][:80] if text.strip() else "?"
 
 
 def papermill_command(profile: str, notebook: Notebook, parameters: dict) -> str:

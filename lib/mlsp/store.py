@@ -4,13 +4,15 @@ Layout of a file:
   features   float16 [N, V, C] (narrow) or [N, V, 5, 5, C] (wide); V = 8 augmented views or 1 whole view;
              chunked one image per chunk, all chunks allocated when the file is made;
   image_ids  [N] strings, in the metadata CSV's order;
-  done       [N] bool, set only after the image's features are written and flushed;
+  done       [N] uint8 flags, set to 1 only after the image's features are written and flushed;
   attrs      backbone, weights, input mode, kind, views, block boundaries (channel offsets).
 
-Crash safety: the file's structure is written once, at creation, in SWMR mode (HDF5's single-writer
-mode, which keeps the file readable at every moment); after that a record only writes raw chunk
-data and then its done flag. A process killed at any point loses at most the image in flight, and a
-record whose flag is not set is simply extracted again.
+Crash safety: the file's whole structure is written once, at creation (into a temporary name that is
+renamed when complete), with every chunk allocated; after that a record only overwrites raw chunk
+data and then its done flag, so no HDF5 metadata changes while images are written. A process killed
+at any point (kill -9 included) loses at most the image in flight, and a record whose flag is not set
+is simply extracted again. (HDF5's SWMR mode is not used: a killed SWMR writer leaves a flag in the
+file that only the h5clear tool removes, so the file could not be resumed from Python.)
 
 Reads use contiguous slices or one record at a time: h5py's fancy indexing (ds[[i, j, k]]) is
 10-60x slower on this layout.
@@ -34,19 +36,24 @@ def store_path(features_dir, backbone: str, mode: str, kind: str, augment: bool,
     return Path(features_dir) / backbone / f"{name}.h5"
 
 
+def _preallocated(handle, name: bytes, shape: tuple, chunk: tuple, dtype) -> None:
+    """A chunked dataset whose chunks all exist from the start (zero-filled): later writes change
+    raw data only, never the file's structure."""
+    plist = h5py.h5p.create(h5py.h5p.DATASET_CREATE)
+    plist.set_chunk(chunk)
+    plist.set_alloc_time(h5py.h5d.ALLOC_TIME_EARLY)
+    plist.set_fill_time(h5py.h5d.FILL_TIME_ALLOC)
+    plist.set_obj_track_times(False)
+    h5py.h5d.create(handle.id, name, dtype, h5py.h5s.create_simple(shape), dcpl=plist)
+
+
 def _create(path: Path, image_ids: list[str], views: int, feature_shape: tuple, attrs: dict) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     temporary = path.with_suffix(".creating.h5")
-    with h5py.File(temporary, "w", libver="latest") as handle:
-        shape = (len(image_ids), views, *feature_shape)
-        space = h5py.h5s.create_simple(shape)
-        plist = h5py.h5p.create(h5py.h5p.DATASET_CREATE)
-        plist.set_chunk((1, views, *feature_shape))
-        plist.set_alloc_time(h5py.h5d.ALLOC_TIME_EARLY)
-        plist.set_obj_track_times(False)
-        h5py.h5d.create(handle.id, b"features", h5py.h5t.IEEE_F16LE, space, dcpl=plist)
+    with h5py.File(temporary, "w") as handle:
+        _preallocated(handle, b"features", (len(image_ids), views, *feature_shape), (1, views, *feature_shape), h5py.h5t.IEEE_F16LE)
+        _preallocated(handle, b"done", (len(image_ids),), (max(1, min(len(image_ids), 4096)),), h5py.h5t.STD_U8LE)
         handle.create_dataset("image_ids", data=np.array(image_ids, dtype=object), dtype=h5py.string_dtype())
-        handle.create_dataset("done", shape=(len(image_ids),), dtype=bool, fillvalue=False, track_times=False)
         for key, value in attrs.items():
             handle.attrs[key] = value
     temporary.replace(path)  # a file half-made by a killed process is never opened as a store
@@ -59,7 +66,7 @@ class FeatureWriter:
         self.path = Path(path)
         if not self.path.exists():
             _create(self.path, list(image_ids), views, tuple(feature_shape), attrs or {})
-        self.handle = h5py.File(self.path, "r+", libver="latest")
+        self.handle = h5py.File(self.path, "r+")
         stored_ids = [value.decode() if isinstance(value, bytes) else value for value in self.handle["image_ids"][:]]
         expected_shape = (len(image_ids), views, *feature_shape)
         if stored_ids != list(image_ids) or self.handle["features"].shape != expected_shape:
@@ -68,17 +75,16 @@ class FeatureWriter:
                 f"{self.path}: made for other images or another shape ({len(stored_ids)} images, "
                 f"shape {expected_shape} wanted); delete it or choose another features_dir"
             )
-        self.handle.swmr_mode = True
         self.features = self.handle["features"]
         self.done_flags = self.handle["done"]
 
     def done(self) -> np.ndarray:
-        return self.done_flags[:]
+        return self.done_flags[:].astype(bool)
 
     def write(self, index: int, features: np.ndarray) -> None:
         self.features[index] = features.astype(np.float16)
         self.features.flush()
-        self.done_flags[index] = True
+        self.done_flags[index] = 1
         self.done_flags.flush()
 
     def close(self) -> None:
@@ -99,10 +105,11 @@ class FeatureReader:
         self.path = Path(path)
         if not self.path.exists():
             raise FileNotFoundError(f"{self.path}: no feature store here; run notebook 01_extract_features first")
-        self.handle = h5py.File(self.path, "r", libver="latest", swmr=True)
+        # no file lock: a reader may watch a store that an extraction is still filling
+        self.handle = h5py.File(self.path, "r", locking=False)
         self.features = self.handle["features"]
         self.ids = [value.decode() if isinstance(value, bytes) else value for value in self.handle["image_ids"][:]]
-        self.done = self.handle["done"][:]
+        self.done = self.handle["done"][:].astype(bool)
         self.attrs = dict(self.handle.attrs)
 
     @property

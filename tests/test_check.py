@@ -1,0 +1,39 @@
+"""`mlsp check`: pass, fail, missing."""
+import json
+
+import pytest
+
+from mlsp.check import compare, format_rows
+from mlsp.results import Run
+
+
+@pytest.fixture
+def profile_dirs(tmp_path):
+    params, results = tmp_path / "params", tmp_path / "results"
+    (params / "p").mkdir(parents=True)
+    (params / "p" / "expected.yaml").write_text(
+        "table3:\n  model:\n    Pool-3FC:\n      srcc: {value: 0.75, tolerance: 0.01}\n      accuracy: {value: 81.7, tolerance: 0.5}\n"
+        "resolution:\n  pixels_mos_srcc: {value: 0.188, tolerance: 0.01}\n"
+    )
+    return params, results
+
+
+def test_pass_fail_and_missing(profile_dirs):
+    params, results = profile_dirs
+    run = Run("p", "03_table3_full_resolution", results_root=results)
+    run.save_metrics("table3", {"model": {"Pool-3FC": {"srcc": 0.755, "accuracy": 80.0}}})
+    rows = {row["metric"]: row for row in compare("p", params, results)}
+    assert rows["table3/model/Pool-3FC/srcc"]["status"] == "pass"
+    assert rows["table3/model/Pool-3FC/accuracy"]["status"] == "FAIL"
+    assert rows["resolution/pixels_mos_srcc"]["status"] == "missing"
+    text = format_rows(list(rows.values()))
+    assert "1 passed, 2 failed" in text
+
+
+def test_result_json_records_the_run(profile_dirs, tmp_path):
+    _, results = profile_dirs
+    run = Run("p", "05_resolution_baseline", namespace={"seed": 7, "epochs": 3, "unrelated": 1}, results_root=results)
+    record = json.loads(run.save_metrics("resolution", {"pixels_mos_srcc": 0.2}).read_text())
+    assert record["parameters"] == {"seed": 7, "epochs": 3} and record["seed"] == 7
+    assert {"keras", "numpy", "python"} <= set(record["versions"]) and record["wall_time_s"] >= 0
+    assert "git_commit" in record

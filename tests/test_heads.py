@@ -1,0 +1,41 @@
+"""Heads: parameter counts of the authors' released heads, and shapes."""
+import numpy as np
+import pytest
+
+from mlsp import heads
+
+
+@pytest.mark.parametrize(
+    "build, expected",
+    [
+        (lambda: heads.single_3fc(16_928), 37_044_737),
+        (lambda: heads.single_3fc(10_048), 22_954_497),
+        (lambda: heads.pool_3fc(16_928), 63_828_481),
+        (lambda: heads.pool_3fc(10_048), 42_693_121),
+    ],
+    ids=["single_3fc_irv2", "single_3fc_iv3", "pool_3fc_irv2", "pool_3fc_iv3"],
+)
+def test_parameter_counts_of_the_released_heads(build, expected):
+    assert build().count_params() == expected
+
+
+def test_single_1fc_and_multi_3fc():
+    assert heads.single_1fc(1808).count_params() == 1809
+    boundaries = [0, 16, 40, 64]
+    model = heads.multi_3fc(boundaries)
+    assert [layer.name for layer in model.layers if layer.name.startswith("block") and layer.name[-2:].isdigit()] == ["block00", "block01", "block02"]
+    x = np.random.default_rng(0).normal(size=(4, 64)).astype(np.float32)
+    assert model.predict_on_batch(x).shape == (4, 1)
+    # block 1's head sees channels 16..40 only: changing other channels of a one-block model changes nothing
+    single = heads.multi_3fc([0, 16, 40])
+    y = x[:, :40].copy()
+    z = y.copy()
+    z[:, 16:] += 1.0
+    assert not np.allclose(single.predict_on_batch(y), single.predict_on_batch(z))
+
+
+def test_pool_3fc_dropout_rates():
+    model = heads.single_3fc(100, dropout=(0.5, 0.5, 0.75))
+    assert [layer.rate for layer in model.layers if layer.name.endswith("_dropout")] == [0.5, 0.5, 0.75]
+    with pytest.raises(ValueError, match="unknown head"):
+        heads.build("wide_5fc", 10)

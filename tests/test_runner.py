@@ -1,0 +1,103 @@
+"""The papermill runner: order, selection, dry runs, failure reports, bad parameters."""
+import subprocess
+import sys
+
+import pytest
+
+from conftest import REPO, write_notebook
+from mlsp import cli
+from mlsp.parameters import ParameterError, list_notebooks, resolve_profile
+from mlsp.runner import NotebookFailed, run_profile
+
+
+def run(project, **kwargs):
+    return run_profile("tiny", notebooks_dir=project["notebooks"], params_dir=project["params"], results_dir=project["results"], log=lambda message: None, **kwargs)
+
+
+def test_runs_every_notebook_in_number_order_with_merged_parameters(tiny_project):
+    timings = run(tiny_project)
+    assert [name for name, _ in timings] == ["00_first.ipynb", "01_second.ipynb", "02_third.ipynb"]
+    assert tiny_project["log"].read_text().split() == ["first", "secondsecond", "third"]
+    assert (tiny_project["results"] / "tiny" / "notebooks" / "01_second.ipynb").exists()
+
+
+def test_only_and_from_select_notebooks(tiny_project):
+    run(tiny_project, only=["2", "00"])
+    assert tiny_project["log"].read_text().split() == ["first", "third"]
+    tiny_project["log"].unlink()
+    run(tiny_project, start_from="01")
+    assert tiny_project["log"].read_text().split() == ["secondsecond", "third"]
+
+
+def test_unknown_notebook_number_is_an_error(tiny_project):
+    with pytest.raises(NotebookFailed, match="no notebook numbered 07"):
+        run(tiny_project, only=["07"])
+
+
+def test_dry_run_validates_without_executing(tiny_project):
+    assert run(tiny_project, dry_run=True) == []
+    assert not tiny_project["log"].exists()
+
+
+def test_merge_rule_common_then_notebook_file(tiny_project):
+    resolved = resolve_profile("tiny", list_notebooks(tiny_project["notebooks"]), tiny_project["params"])
+    assert resolved["01_second"] == {"profile": "tiny", "rate": 1, "repeat": 2}
+    assert resolved["00_first"] == {"profile": "tiny", "rate": 1}
+
+
+def test_failing_notebook_names_notebook_cell_and_error(tiny_project):
+    write_notebook(tiny_project["notebooks"] / "01_second.ipynb", 'profile = "x"\nrepeat = 1\nrate = 0.5', "x = 1", "raise ValueError('broken on purpose')")
+    with pytest.raises(NotebookFailed) as failure:
+        run(tiny_project)
+    message = str(failure.value)
+    assert "01_second.ipynb" in message and "[raise ValueError('broken on purpose')]" in message
+    assert "ValueError: broken on purpose" in message
+    assert tiny_project["log"].read_text().split() == ["first"]  # stopped at the first failure
+
+
+@pytest.mark.parametrize(
+    "file, content, expected",
+    [
+        ("01_second.yaml", "repeat: 2\nspeed: 3\n", r"01_second.yaml: key 'speed' is not a parameter"),
+        ("01_second.yaml", "repeat: two\n", r"01_second.yaml: key 'repeat' should be int, got str"),
+        ("common.yaml", "profile: tiny\nrate: fast\n", r"common.yaml: key 'rate' should be float"),
+        ("common.yaml", "profile: tiny\nnonsense: 1\n", r"common.yaml: key 'nonsense' is not a parameter of any notebook"),
+        ("05_missing.yaml", "repeat: 1\n", r"05_missing.yaml: no notebook named 05_missing.ipynb"),
+        ("01_second.yaml", "repeat: [1\n", r"01_second.yaml: not valid YAML"),
+    ],
+)
+def test_bad_parameters_fail_before_any_notebook_runs(tiny_project, file, content, expected):
+    (tiny_project["params"] / "tiny" / file).write_text(content)
+    with pytest.raises(ParameterError, match=expected):
+        run(tiny_project)
+    assert not tiny_project["log"].exists()
+
+
+def test_unknown_profile_and_missing_common_file(tiny_project):
+    with pytest.raises(ParameterError, match="unknown profile 'nope'"):
+        run_profile("nope", notebooks_dir=tiny_project["notebooks"], params_dir=tiny_project["params"], results_dir=tiny_project["results"])
+    (tiny_project["params"] / "tiny" / "common.yaml").unlink()
+    with pytest.raises(ParameterError, match=r"common.yaml: missing"):
+        run(tiny_project)
+
+
+def test_cli_reports_bad_profile_in_one_line():
+    result = subprocess.run([sys.executable, "-m", "mlsp.cli", "run", "--profile", "no_such_profile", "--dry-run"], capture_output=True, text=True, cwd=REPO)
+    assert result.returncode == 2
+    assert result.stderr.strip().count("\n") == 0 and "unknown profile 'no_such_profile'" in result.stderr
+
+
+@pytest.mark.parametrize("profile", ["smoke", "demo", "paper"])
+def test_shipped_profiles_pass_the_dry_run(profile):
+    assert cli.main(["run", "--profile", profile, "--dry-run"]) == 0
+
+
+def test_set_overrides_apply_last_and_are_checked(tiny_project):
+    from mlsp.parameters import parse_overrides
+
+    run(tiny_project, only=["01"], overrides=parse_overrides(["repeat=3"]))
+    assert tiny_project["log"].read_text().split() == ["secondsecondsecond"]
+    with pytest.raises(ParameterError, match="--set: key 'repeat' should be int"):
+        run(tiny_project, only=["01"], overrides=parse_overrides(["repeat=many"]))
+    with pytest.raises(ParameterError, match="--set: key 'speed' is not a parameter"):
+        run(tiny_project, overrides=parse_overrides(["speed=1"]))

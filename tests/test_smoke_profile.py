@@ -1,0 +1,18 @@
+"""The whole pipeline: every notebook of the smoke profile through papermill, then `mlsp check`."""
+import subprocess
+import sys
+
+import pytest
+
+from conftest import REPO
+
+
+@pytest.mark.slow
+def test_smoke_profile_end_to_end():
+    run = subprocess.run([sys.executable, "-m", "mlsp.cli", "run", "--profile", "smoke"], cwd=REPO, capture_output=True, text=True, timeout=1200)
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    for notebook in ("00_data", "03_table3_full_resolution", "07_comparison"):
+        assert (REPO / "results" / "smoke" / "notebooks" / f"{notebook}.ipynb").exists()
+    check = subprocess.run([sys.executable, "-m", "mlsp.cli", "check", "--profile", "smoke"], cwd=REPO, capture_output=True, text=True)
+    assert check.returncode == 0, check.stdout + check.stderr
+    assert "missing" not in check.stdout

@@ -1,0 +1,84 @@
+"""The training protocol: schedule, view sampling, HDF5 vs memory feeding."""
+import keras
+import numpy as np
+import pytest
+
+from mlsp import heads, train
+from mlsp.store import FeatureReader, FeatureWriter
+
+
+class Recorder(keras.Model):
+    pass
+
+
+def drive(schedule, model, losses):
+    schedule.set_model(model)
+    schedule.on_train_begin()
+    seen = []
+    for epoch, loss in enumerate(losses):
+        model.layers[-1].set_weights([np.full_like(w, epoch) for w in model.layers[-1].get_weights()])
+        schedule.on_epoch_end(epoch, {"val_loss": loss})
+        seen.append(float(keras.ops.convert_to_numpy(model.optimizer.learning_rate)))
+        if model.stop_training:
+            break
+    return seen
+
+
+@pytest.fixture
+def model():
+    m = heads.single_1fc(3)
+    m.compile(optimizer=keras.optimizers.Adam(1e-4), loss="mse")
+    m.stop_training = False
+    return m
+
+
+def test_drop_after_patience_reloads_best_weights(model):
+    schedule = train.PaperSchedule(train.Protocol(patience=2, drop_every=20))
+    rates = drive(schedule, model, [5.0, 4.0, 4.5, 4.6])
+    assert rates == pytest.approx([1e-4, 1e-4, 1e-4, 1e-5])
+    assert np.all(model.layers[-1].get_weights()[0] == 1)  # weights of epoch 1, the best
+
+
+def test_drop_every_n_epochs_and_stop_at_floor(model):
+    schedule = train.PaperSchedule(train.Protocol(patience=100, drop_every=2, floor=1e-6))
+    rates = drive(schedule, model, list(np.linspace(10, 1, 20)))
+    assert rates == pytest.approx([1e-4, 1e-5, 1e-5, 1e-6, 1e-6, 1e-6])
+    assert model.stop_training and len(rates) == 6
+
+
+def test_each_epoch_draws_random_views_and_hdf5_equals_memory(tmp_path):
+    rng = np.random.default_rng(0)
+    array = rng.normal(size=(10, 8, 4)).astype(np.float16)
+    with FeatureWriter(tmp_path / "s.h5", [str(i) for i in range(10)], 8, (4,)) as writer:
+        for i in range(10):
+            writer.write(i, array[i])
+    mos = np.arange(10, dtype=np.float32)
+    in_memory = train.FeatureBatches(array, np.arange(10), mos, batch_size=4, seed=3)
+    with FeatureReader(tmp_path / "s.h5") as reader:
+        from_store = train.FeatureBatches(reader, np.arange(10), mos, batch_size=4, seed=3)
+        for index in range(len(in_memory)):
+            np.testing.assert_array_equal(in_memory[index][0], from_store[index][0])
+    views_first = in_memory.views.copy()
+    in_memory.on_epoch_end()
+    assert not np.array_equal(views_first, in_memory.views)
+    assert set(np.concatenate([in_memory.views, views_first])) > {0}
+    features, target = in_memory[0]
+    assert features.dtype == np.float32 and target.shape == (4,)
+
+
+def test_fill_last_keeps_one_batch_shape():
+    order = np.arange(10)
+    assert len(train.batch_indices(order, 2, 4, fill_last=True)) == 4
+    assert list(train.batch_indices(order, 2, 4, fill_last=False)) == [8, 9]
+
+
+def test_fit_learns_a_linear_target_and_predict_averages_views():
+    rng = np.random.default_rng(0)
+    features = rng.normal(size=(300, 8, 6)).astype(np.float32)
+    mos = 5 + features[:, 0, :].sum(axis=1) * 0.3
+    model = heads.single_1fc(6)
+    result = train.fit(model, features, np.arange(200), mos[:200], np.arange(200, 250), mos[200:250], train.Protocol(learning_rate=1e-2, max_epochs=30, batch_size=32), seed=0)
+    assert result.epochs >= 5 and len(result.history["learning_rate"]) == result.epochs
+    predicted = train.predict(model, features, np.arange(250, 300))
+    expected = np.mean([model.predict_on_batch(features[250:, v]).reshape(-1) for v in range(8)], axis=0)
+    np.testing.assert_allclose(predicted, expected, rtol=1e-5)
