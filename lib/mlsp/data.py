@@ -141,7 +141,7 @@ def build_metadata(
     with ThreadPoolExecutor(max_workers=workers) as pool:
         infos = pool.map(lambda path: image_info(path, verify=verify_images, min_side=min_side), paths)
         if progress:
-            from tqdm.auto import tqdm
+            from tqdm import tqdm
 
             infos = tqdm(infos, total=len(paths), desc="reading image headers", unit="img")
         infos = list(infos)

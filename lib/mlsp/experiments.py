@@ -3,6 +3,7 @@ train / test loop that turns a row into SRCC, PLCC and accuracy."""
 from __future__ import annotations
 
 import json
+import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -32,13 +33,11 @@ TABLE2_FEATURE_ROWS = [
     Row("Single-1FC (all)", "single_1fc", "rescaled", "narrow", True),
     Row("Single-1FC (5)", "single_1fc", "rescaled", "narrow", True, last_blocks=5),
 ]
+# The same rows end to end, plus Single-3FC with the higher dropout of "(+do)".
 TABLE2_FINETUNE_ROWS = [
-    Row("Single-3FC (-aug)", "single_3fc", "rescaled", "narrow", False),
-    Row("Single-3FC", "single_3fc", "rescaled", "narrow", True),
-    Row("Multi-3FC", "multi_3fc", "rescaled", "narrow", True),
+    *TABLE2_FEATURE_ROWS[:3],
     Row("Single-3FC (+do)", "single_3fc", "rescaled", "narrow", True, dropout=(0.5, 0.5, 0.75)),
-    Row("Single-1FC (all)", "single_1fc", "rescaled", "narrow", True),
-    Row("Single-1FC (5)", "single_1fc", "rescaled", "narrow", True, last_blocks=5),
+    *TABLE2_FEATURE_ROWS[3:],
 ]
 TABLE3_ROWS = [
     Row("Single-3FC (-aug)", "single_3fc", "original", "narrow", False),
@@ -85,6 +84,7 @@ def block_channels(boundaries, last_blocks: int | None) -> tuple[slice | None, l
 
 def run_feature_row(row: Row, split: Split, features_dir, backbone: str, protocol: train.Protocol, seed: int, in_memory: bool = True, model_path: Path | None = None) -> dict:
     """Train a head on stored features with the paper's protocol and evaluate it on the test set."""
+    started = time.perf_counter()
     path = store_path(features_dir, backbone, row.mode, row.kind, row.augment)
     with FeatureReader(path) as reader:
         boundaries, weights = list(reader.attrs["block_boundaries"]), str(reader.attrs["weights"])
@@ -103,10 +103,12 @@ def run_feature_row(row: Row, split: Split, features_dir, backbone: str, protoco
         model_path.with_suffix(".json").write_text(json.dumps({"row": asdict(row), "backbone": backbone, "weights": weights, "protocol": asdict(protocol), "seed": seed}, indent=2))
     if isinstance(source, FeatureReader):
         source.close()
+    evaluation = metrics.evaluate(predicted, mos[split.test])
+    print(f"{row.label:<20} {backbone}: {result.epochs:3d} epochs in {time.perf_counter() - started:5.1f} s, test SRCC {evaluation['srcc']:.3f}", flush=True)
     return {
         "label": row.label, "head": row.head, "backbone": backbone, "weights": weights,
         "parameters": int(model.count_params()), "epochs": result.epochs, "history": result.history,
-        "predicted": predicted, "true": mos[split.test], **metrics.evaluate(predicted, mos[split.test]),
+        "predicted": predicted, "true": mos[split.test], **evaluation,
     }
 
 

@@ -67,7 +67,7 @@ def extract(
         skipped, started = [], time.perf_counter()
         bar = None
         if progress:
-            from tqdm.auto import tqdm
+            from tqdm import tqdm
 
             bar = tqdm(total=len(todo), desc=f"{backbone.name} {mode} {'aug8' if augment else 'whole'}", unit="img")
         with ThreadPoolExecutor(max_workers=workers) as pool:

@@ -7,6 +7,7 @@ random crops and flips. "-aug" rows train and test on the whole 256x256 image in
 from __future__ import annotations
 
 import math
+import time
 
 import keras
 import numpy as np
@@ -72,6 +73,7 @@ def rescaled(images: np.ndarray, index: int) -> np.ndarray:
 def run_finetune_row(row, backbone_loader, images: np.ndarray, split, protocol: train.Protocol, seed: int, test_crops: int = 20) -> dict:
     """Fine-tune a fresh backbone + head (backbone_loader() gives the pretrained backbone)."""
     keras.utils.set_random_seed(seed)
+    started = time.perf_counter()
     backbone = backbone_loader()
     model = finetune_model(backbone, row)
     mos = split.mos
@@ -89,8 +91,10 @@ def run_finetune_row(row, backbone_loader, images: np.ndarray, split, protocol: 
         predicted[position] = float(np.mean(model.predict_on_batch(backbone.preprocess(batch))))
     record = {key: [float(v) for v in values] for key, values in history.history.items()}
     record["learning_rate"] = schedule.learning_rates
+    evaluation = metrics.evaluate(predicted, mos[split.test])
+    print(f"{row.label:<20} fine-tuned {backbone.name}: {len(record['loss'])} epochs in {time.perf_counter() - started:5.1f} s, test SRCC {evaluation['srcc']:.3f}", flush=True)
     return {
         "label": row.label, "head": row.head, "backbone": backbone.name, "weights": str(backbone.weights),
         "parameters": int(model.count_params()), "epochs": len(record["loss"]), "history": record,
-        "predicted": predicted, "true": mos[split.test], **metrics.evaluate(predicted, mos[split.test]),
+        "predicted": predicted, "true": mos[split.test], **evaluation,
     }

@@ -50,7 +50,7 @@ def score_paths(paths, model_dir, output=None, progress: bool = True, cache_dir=
     forward = traced(mlsp_model(backbone, kinds=(config["kind"],)))
     files = collect(paths)
     if progress and len(files) > 1:
-        from tqdm.auto import tqdm
+        from tqdm import tqdm
 
         files_iter = tqdm(files, desc="scoring", unit="img")
     else:

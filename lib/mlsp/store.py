@@ -59,7 +59,23 @@ def _create(path: Path, image_ids: list[str], views: int, feature_shape: tuple, 
     temporary.replace(path)  # a file half-made by a killed process is never opened as a store
 
 
-class FeatureWriter:
+class _OpenFile:
+    """Close the HDF5 handle once, on `close()` or at the end of a `with` block."""
+
+    handle: h5py.File
+
+    def close(self) -> None:
+        if self.handle.id.valid:
+            self.handle.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+class FeatureWriter(_OpenFile):
     """Open (or create) a store and write records; resumes where a previous run stopped."""
 
     def __init__(self, path, image_ids: list[str], views: int, feature_shape: tuple, attrs: dict | None = None):
@@ -87,18 +103,9 @@ class FeatureWriter:
         self.done_flags[index] = 1
         self.done_flags.flush()
 
-    def close(self) -> None:
-        if self.handle.id.valid:
-            self.handle.close()
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()
 
 
-class FeatureReader:
+class FeatureReader(_OpenFile):
     """Read a store: `ids`, `done`, contiguous slices, or records one at a time."""
 
     def __init__(self, path):
@@ -128,15 +135,6 @@ class FeatureReader:
     def read_all(self) -> np.ndarray:
         return self.features[:]
 
-    def close(self) -> None:
-        if self.handle.id.valid:
-            self.handle.close()
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()
 
 
 def merge_shards(shard_paths: list, output, image_ids: list[str]) -> tuple[Path, int]:
