@@ -7,6 +7,7 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+import keras
 import numpy as np
 import pandas as pd
 
@@ -93,6 +94,7 @@ def run_feature_row(row: Row, split: Split, features_dir, backbone: str, protoco
     source = train.load_features(path, in_memory=in_memory)
     channels, local_boundaries = block_channels(boundaries, row.last_blocks)
     n_channels = local_boundaries[-1] - local_boundaries[0]
+    keras.utils.set_random_seed(seed)  # the head's initial weights too, not only what fit() draws
     model = heads.build(row.head, n_channels, local_boundaries, row.dropout)
     mos = split.mos
     result = train.fit(model, source, split.train, mos[split.train], split.validation, mos[split.validation], protocol, seed, channels=channels)

@@ -38,6 +38,16 @@ TABLE3 = {
     },
 }
 
+
+
+def table3_reference(backbone: str) -> tuple[str, dict]:
+    """The paper's Table 3 rows to set beside a backbone's: its own, or, for a backbone the paper did
+    not use, InceptionResNet-v2's (the paper's best)."""
+    if backbone in TABLE3:
+        return backbone, TABLE3[backbone]
+    return "inception_resnet_v2", TABLE3["inception_resnet_v2"]
+
+
 # Section 4.3: resolution alone.
 RESOLUTION = {"pixels_mos_srcc": 0.188, "network_accuracy": 72.40, "majority_accuracy": 71.08}
 

@@ -124,15 +124,15 @@ def _load(profile: str, key: str, results_root: Path) -> dict | None:
     return json.loads(path.read_text()) if path.exists() else None
 
 
-def _fmt(value, digits=3):
-    return "–" if value is None or (isinstance(value, float) and np.isnan(value)) else f"{value:.{digits}f}"
+def _fmt(value, digits=3, unit=""):
+    return "–" if value is None or (isinstance(value, float) and np.isnan(value)) else f"{value:.{digits}f}{unit}"
 
 
 def _rows(lines: list[str], measured: dict, published: dict) -> None:
     for label, values in measured.items():
         ours = (values["srcc"], values["plcc"], values["accuracy"])
         theirs = published.get(label, (None, None, None))
-        lines.append(f"| {label} | {_fmt(ours[0])} | {_fmt(theirs[0])} | {_fmt(ours[1])} | {_fmt(theirs[1])} | {_fmt(ours[2], 1)}% | {_fmt(theirs[2], 1)}% |")
+        lines.append(f"| {label} | {_fmt(ours[0])} | {_fmt(theirs[0])} | {_fmt(ours[1])} | {_fmt(theirs[1])} | {_fmt(ours[2], 1, '%')} | {_fmt(theirs[2], 1, '%')} |")
 
 
 def results_section(profile: str, results_root: Path = RESULTS_DIR) -> str:
@@ -151,10 +151,13 @@ def results_section(profile: str, results_root: Path = RESULTS_DIR) -> str:
             _rows(lines, measured, published)
     table3 = _load(profile, "table3", results_root)
     if table3:
-        lines.append(f"\n**Table 3** (original resolution; weights `{table3['weights']}`)\n")
+        references = {backbone: paper.table3_reference(backbone)[0] for backbone in table3["metrics"]}
+        note = "; ".join(f"paper columns for `{b}`: {r}" for b, r in references.items())
+        lines.append(f"\n**Table 3** (original resolution; weights `{table3['weights']}`; {note})\n")
         lines.append(header)
         for backbone, measured in table3["metrics"].items():
-            _rows(lines, {f"{label} [{backbone}]": value for label, value in measured.items()}, {f"{label} [{backbone}]": value for label, value in paper.TABLE3.get(backbone, {}).items()})
+            published = paper.table3_reference(backbone)[1]
+            _rows(lines, {f"{label} [{backbone}]": value for label, value in measured.items()}, {f"{label} [{backbone}]": value for label, value in published.items()})
     resolution = _load(profile, "resolution", results_root)
     if resolution:
         m = resolution["metrics"]
