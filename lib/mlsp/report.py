@@ -91,6 +91,15 @@ def image_grid(images: list[np.ndarray], captions: list[str], title: str, column
     return figure
 
 
+def failure_grid(selection: pd.DataFrame, ava_dir, title: str):
+    """Figs. 8-9: the selected images, each captioned "predicted (true)"."""
+    from mlsp.data import image_path, load_rgb
+
+    images = [load_rgb(image_path(ava_dir, image_id)) for image_id in selection["image_id"]]
+    captions = [f"{p:.2f} ({t:.2f})" for p, t in zip(selection["predicted_mos"], selection["true_mos"])]
+    return image_grid(images, captions, title)
+
+
 def prediction_scatter(predictions: pd.DataFrame, label: str):
     figure, axes = plt.subplots(1, 2, figsize=(11, 4))
     axes[0].scatter(predictions["true_mos"], predictions["predicted_mos"], s=10, alpha=0.6)

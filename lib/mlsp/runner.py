@@ -99,11 +99,5 @@ def _first_line(executed: Path, cell_index: int) -> str:
     return text.strip().splitlines()[0][:80] if text.strip() else "?"
 
 
-def papermill_command(profile: str, notebook: Notebook, parameters: dict) -> str:
-    """The plain papermill command equivalent to running one notebook of a profile."""
-    flags = " ".join(f"-p {key} {value!r}" for key, value in parameters.items())
-    return f"papermill {notebook.path.relative_to(REPO_ROOT)} results/{profile}/notebooks/{notebook.path.name} --cwd . {flags}"
-
-
 if __name__ == "__main__":  # pragma: no cover
     sys.exit("use the `mlsp run` command")
