@@ -7,12 +7,6 @@ PARAMS_DIR = REPO_ROOT / "params"
 RESULTS_DIR = REPO_ROOT / "results"
 
 
-def results_dir(profile: str) -> Path:
-    path = RESULTS_DIR / profile
-    path.mkdir(parents=True, exist_ok=True)
-    return path
-
-
 def resolve(path) -> Path:
     """Parameter paths are relative to the repository root, wherever the notebook runs."""
     path = Path(path).expanduser()

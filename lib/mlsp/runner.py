@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import os
-import sys
 import time
 from pathlib import Path
 
@@ -98,6 +97,3 @@ def _first_line(executed: Path, cell_index: int) -> str:
     text = "".join(source) if isinstance(source, list) else source
     return text.strip().splitlines()[0][:80] if text.strip() else "?"
 
-
-if __name__ == "__main__":  # pragma: no cover
-    sys.exit("use the `mlsp run` command")
