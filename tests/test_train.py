@@ -82,3 +82,15 @@ def test_fit_learns_a_linear_target_and_predict_averages_views():
     predicted = train.predict(model, features, np.arange(250, 300))
     expected = np.mean([model.predict_on_batch(features[250:, v]).reshape(-1) for v in range(8)], axis=0)
     np.testing.assert_allclose(predicted, expected, rtol=1e-5)
+
+
+def test_fit_traces_the_training_step_once():
+    """Optimizer slots created inside the first step would make TensorFlow trace it twice."""
+    rng = np.random.default_rng(0)
+    features = rng.normal(size=(40, 2, 6)).astype(np.float32)
+    model = heads.single_3fc(6)
+    traces = []
+    step = model.train_step
+    model.train_step = lambda data: traces.append(1) or step(data)
+    train.fit(model, features, np.arange(32), np.full(32, 5.0), np.arange(32, 40), np.full(8, 5.0), train.Protocol(max_epochs=2, batch_size=8), seed=0)
+    assert len(traces) == 1

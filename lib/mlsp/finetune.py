@@ -78,7 +78,7 @@ def run_finetune_row(row, backbone_loader, images: np.ndarray, split, protocol: 
     model = finetune_model(backbone, row)
     mos = split.mos
     train.start_at_mean(model.layers[-1], float(mos[split.train].mean()))
-    model.compile(optimizer=keras.optimizers.Adam(learning_rate=protocol.learning_rate), loss="mean_squared_error")
+    train.compile_head(model, protocol)
     training = ImageBatches(images[split.train], mos[split.train], backbone.preprocess, protocol.batch_size, augment=row.augment, seed=seed)
     validation = ImageBatches(images[split.validation], mos[split.validation], backbone.preprocess, protocol.batch_size, augment=False, shuffle=False)
     schedule = train.PaperSchedule(protocol)

@@ -25,18 +25,19 @@ class Protocol:
     floor: float = 1e-6
     max_epochs: int = 100
     batch_size: int = 128
-    jit_compile: bool | str = "auto"
+    jit_compile: bool = False  # XLA lost on CPU here (Pool-3FC 0.83x, benchmarks/training.py)
 
 
 class FeatureBatches(keras.utils.PyDataset):
     """Batches of (features, MOS) from a store or an in-memory array [N, V, ...].
 
-    Each epoch draws one random view per image (`random_view=True`), or serves view `view` for
-    evaluation. Rows are read one record at a time from HDF5, never with fancy indexing.
+    Each epoch draws one random view per image (`random_view=True`), or serves view `view` (one
+    number, or one per row) for evaluation. Rows are read one record at a time from HDF5, never
+    with fancy indexing.
     `channels` keeps a slice of the last axis (the block ablation of Fig. 7).
     """
 
-    def __init__(self, source, rows, targets=None, batch_size: int = 128, random_view: bool = True, view: int = 0, seed: int = 0, channels: slice | None = None, shuffle: bool = True, fill_last: bool = False):
+    def __init__(self, source, rows, targets=None, batch_size: int = 128, random_view: bool = True, view: int | np.ndarray = 0, seed: int = 0, channels: slice | None = None, shuffle: bool = True, fill_last: bool = False):
         super().__init__(workers=1, use_multiprocessing=False)
         self.source, self.rows = source, np.asarray(rows)
         self.targets = None if targets is None else np.asarray(targets, dtype=np.float32)
@@ -49,7 +50,7 @@ class FeatureBatches(keras.utils.PyDataset):
 
     def on_epoch_end(self):
         self.order = self.rng.permutation(len(self.rows)) if self.shuffle else np.arange(len(self.rows))
-        self.views = self.rng.integers(0, self.n_views, size=len(self.rows)) if self.random_view else np.full(len(self.rows), self.view)
+        self.views = self.rng.integers(0, self.n_views, size=len(self.rows)) if self.random_view else np.broadcast_to(self.view, len(self.rows))
 
     def __len__(self):
         return math.ceil(len(self.rows) / self.batch_size)
@@ -128,10 +129,11 @@ def start_at_mean(model: keras.Model, mean_mos: float) -> None:
 
 
 def compile_head(model: keras.Model, protocol: Protocol) -> keras.Model:
-    jit = protocol.jit_compile
-    if jit == "auto":  # XLA paid 3.6x on a wide head on CPU; little for narrow ones
-        jit = len(model.inputs[0].shape) == 4
-    model.compile(optimizer=keras.optimizers.Adam(learning_rate=protocol.learning_rate), loss="mean_squared_error", jit_compile=bool(jit))
+    """Adam on the MSE, with the optimizer's slots built now rather than inside the first step:
+    variables created during a trace make TensorFlow trace the step a second time (12 s of the
+    24 s it takes to trace a fine-tuned backbone on CPU)."""
+    model.compile(optimizer=keras.optimizers.Adam(learning_rate=protocol.learning_rate), loss="mean_squared_error", jit_compile=bool(protocol.jit_compile))
+    model.optimizer.build(model.trainable_variables)
     return model
 
 
@@ -158,13 +160,14 @@ def fit(model: keras.Model, source, train_rows, train_mos, validation_rows, vali
 
 
 def predict(model: keras.Model, source, rows, batch_size: int = 256, channels: slice | None = None) -> np.ndarray:
-    """Mean prediction over all stored views of each image."""
+    """Mean prediction over all stored views of each image, every (image, view) pair in one pass."""
     n_views = source.shape[1]
-    per_view = []
-    for view in range(n_views):
-        batches = FeatureBatches(source, rows, None, batch_size, random_view=False, view=view, channels=channels, shuffle=False)
-        per_view.append(model.predict(batches, verbose=0).reshape(-1))
-    return np.mean(per_view, axis=0)
+    pairs = np.repeat(np.asarray(rows), n_views)
+    views = np.tile(np.arange(n_views), len(rows))
+    batch_size = min(batch_size, len(pairs))  # with fill_last, one batch shape and one trace
+    batches = FeatureBatches(source, pairs, None, batch_size, random_view=False, view=views, channels=channels, shuffle=False, fill_last=True)
+    per_view = model.predict(batches, verbose=0).reshape(-1)[: len(pairs)]
+    return per_view.reshape(len(rows), n_views).mean(axis=1)
 
 
 def load_features(path, in_memory: bool = True):

@@ -1,0 +1,50 @@
+"""End-to-end fine-tuning: crops and flips, batches, and one row trained and evaluated."""
+import numpy as np
+import pandas as pd
+import pytest
+
+from mlsp import backbones, experiments, finetune, train
+from mlsp.features import RESCALED_SIZE
+
+
+def test_random_view_is_a_224_crop_or_its_mirror():
+    image = np.random.default_rng(0).integers(0, 255, size=(RESCALED_SIZE, RESCALED_SIZE, 3), dtype=np.uint8)
+    rng = np.random.default_rng(1)
+    mirrored = 0
+    for _ in range(20):
+        view = finetune.random_view(image, rng)
+        assert view.shape == (finetune.CROP, finetune.CROP, 3)
+        found = [(top, left, flip) for top in range(RESCALED_SIZE - finetune.CROP + 1) for left in range(RESCALED_SIZE - finetune.CROP + 1) for flip in (False, True)
+                 if np.array_equal((view[:, ::-1] if flip else view)[0], image[top, left : left + finetune.CROP]) and np.array_equal((view[:, ::-1] if flip else view), image[top : top + finetune.CROP, left : left + finetune.CROP])]
+        assert found
+        mirrored += found[0][2]
+    assert 0 < mirrored < 20
+
+
+def test_batches_are_full_sized_crops_with_their_mos():
+    images = np.zeros((5, RESCALED_SIZE, RESCALED_SIZE, 3), dtype=np.uint8)
+    batches = finetune.ImageBatches(images, np.arange(5, dtype=np.float32), lambda x: x.astype(np.float32), batch_size=4)
+    x, y = batches[1]
+    assert x.shape == (4, finetune.CROP, finetune.CROP, 3) and len(y) == 4
+    whole, _ = finetune.ImageBatches(images, np.arange(5), lambda x: x, batch_size=2, augment=False)[0]
+    assert whole.shape == (2, RESCALED_SIZE, RESCALED_SIZE, 3)
+
+
+def test_fine_tuning_updates_the_backbone_and_reports_the_row():
+    rng = np.random.default_rng(0)
+    n = 12
+    images = rng.integers(0, 255, size=(n, RESCALED_SIZE, RESCALED_SIZE, 3), dtype=np.uint8)
+    metadata = pd.DataFrame({"image_id": [str(i) for i in range(n)], "mos": np.linspace(3, 7, n)})
+    split = experiments.Split(metadata, np.arange(8), np.arange(8, 10), np.arange(10, 12))
+    row = experiments.Row("Single-1FC (5)", "single_1fc", "rescaled", "narrow", True, last_blocks=5)
+    backbone = backbones.load("efficientnet_lite0", "imagenet")
+    model = train.compile_head(finetune.finetune_model(backbone, row), train.Protocol(learning_rate=1e-2))
+    stem = backbone.model.get_layer("stem_conv").kernel
+    before = np.array(stem)
+    model.train_on_batch(backbone.preprocess(images[:4, : finetune.CROP, : finetune.CROP]), np.arange(4, dtype=np.float32))
+    assert not np.allclose(before, np.array(stem))  # end to end: the first layer learns too
+
+    result = finetune.run_finetune_row(row, lambda: backbones.load("efficientnet_lite0", "imagenet"), images, split, train.Protocol(max_epochs=1, batch_size=4), seed=0, test_crops=2)
+    assert result["epochs"] == 1 and result["history"]["learning_rate"] == pytest.approx([1e-4])
+    assert result["predicted"].shape == (2,) and np.all(np.isfinite(result["predicted"]))
+    assert result["parameters"] == model.count_params()
