@@ -48,3 +48,19 @@ def test_fine_tuning_updates_the_backbone_and_reports_the_row():
     assert result["epochs"] == 1 and result["history"]["learning_rate"] == pytest.approx([1e-4])
     assert result["predicted"].shape == (2,) and np.all(np.isfinite(result["predicted"]))
     assert result["parameters"] == model.count_params()
+
+
+def test_batches_from_paths_equal_batches_from_memory(tmp_path):
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    paths = []
+    for index in range(3):
+        path = tmp_path / f"{index}.png"  # lossless, so decoding gives back the same pixels
+        Image.fromarray(rng.integers(0, 255, size=(300 + 40 * index, 400, 3), dtype=np.uint8)).save(path)
+        paths.append(str(path))
+    in_memory = finetune.load_rescaled(paths)
+    assert in_memory.shape == (3, RESCALED_SIZE, RESCALED_SIZE, 3)
+    from_memory = finetune.ImageBatches(in_memory, np.arange(3), lambda x: x, batch_size=3, seed=4)[0][0]
+    from_disk = finetune.ImageBatches(np.array(paths), np.arange(3), lambda x: x, batch_size=3, seed=4)[0][0]
+    np.testing.assert_array_equal(from_memory, from_disk)
