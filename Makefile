@@ -17,7 +17,7 @@ $(STAMP): requirements.lock pyproject.toml
 	touch $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/mlsp run --profile demo
+	$(BIN)/mlsp run --profile demo --jobs 2
 	$(BIN)/mlsp check --profile demo
 
 test: $(STAMP)

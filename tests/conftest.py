@@ -10,14 +10,14 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 REPO = Path(__file__).resolve().parents[1]
 
 
-def write_notebook(path: Path, parameters: str, *cells: str) -> Path:
+def write_notebook(path: Path, parameters: str, *cells: str, needs: list | None = None) -> Path:
     """A minimal notebook: a tagged parameters cell, then code cells."""
     def code(source, tags=()):
         return {"cell_type": "code", "metadata": {"tags": list(tags)}, "source": source, "outputs": [], "execution_count": None}
 
     content = {
         "cells": [code(parameters, ["parameters"])] + [code(cell) for cell in cells],
-        "metadata": {"kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"}, "language_info": {"name": "python"}},
+        "metadata": {"kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"}, "language_info": {"name": "python"}, **({"mlsp": {"needs": needs}} if needs is not None else {})},
         "nbformat": 4,
         "nbformat_minor": 4,
     }

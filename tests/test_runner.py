@@ -101,3 +101,48 @@ def test_set_overrides_apply_last_and_are_checked(tiny_project):
         run(tiny_project, only=["01"], overrides=parse_overrides(["repeat=many"]))
     with pytest.raises(ParameterError, match="--set: key 'speed' is not a parameter"):
         run(tiny_project, overrides=parse_overrides(["speed=1"]))
+
+
+def timed_project(tmp_path, needs: dict, fail: str | None = None):
+    """Notebooks that log when they start and end and sleep in between; `needs` per notebook."""
+    notebooks, params = tmp_path / "notebooks", tmp_path / "params"
+    log = tmp_path / "times.log"
+    for name, wanted in needs.items():
+        body = f"import time\nopen({str(log)!r}, 'a').write(f'start {name} {{time.time()}}\\n')\n"
+        body += "raise RuntimeError('broken on purpose')\n" if name == fail else "time.sleep(1.5)\n"
+        body += f"open({str(log)!r}, 'a').write(f'end {name} {{time.time()}}\\n')"
+        write_notebook(notebooks / f"{name}_step.ipynb", 'profile = "x"', body, needs=wanted)
+    (params / "tiny").mkdir(parents=True)
+    (params / "tiny" / "common.yaml").write_text("profile: tiny\n")
+    project = {"notebooks": notebooks, "params": params, "results": tmp_path / "results"}
+
+    def events():
+        found = {}
+        for line in log.read_text().split("\n"):
+            if line:
+                kind, name, moment = line.split()
+                found[(kind, name)] = float(moment)
+        return found
+
+    return project, events
+
+
+def test_jobs_run_independent_notebooks_side_by_side_and_respect_needs(tmp_path):
+    project, events = timed_project(tmp_path, {"00": [], "01": ["00"], "02": ["00"], "03": ["01", "02"]})
+    timings = run(project, jobs=2)
+    assert sorted(name for name, _ in timings) == ["00_step.ipynb", "01_step.ipynb", "02_step.ipynb", "03_step.ipynb"]
+    seen = events()
+    assert seen[("start", "01")] >= seen[("end", "00")] and seen[("start", "02")] >= seen[("end", "00")]
+    assert seen[("start", "02")] < seen[("end", "01")]  # 01 and 02 overlap
+    assert seen[("start", "03")] >= max(seen[("end", "01")], seen[("end", "02")])
+
+
+def test_a_failure_lets_the_running_notebooks_finish_and_starts_nothing_new(tmp_path):
+    project, events = timed_project(tmp_path, {"00": [], "01": ["00"], "02": ["00"], "03": ["00"]}, fail="01")
+    with pytest.raises(NotebookFailed, match="01_step.ipynb"):
+        run(project, jobs=2)
+    seen = events()
+    assert ("end", "02") in seen  # the notebook beside the failure finishes
+    assert ("start", "03") not in seen  # nothing starts after a failure
+    with pytest.raises(ParameterError, match="--jobs 0"):
+        run(project, jobs=0)

@@ -12,7 +12,7 @@ def _run(args) -> int:
     from mlsp.runner import NotebookFailed, run_profile
 
     try:
-        run_profile(args.profile, only=args.only, start_from=args.start_from, dry_run=args.dry_run, overrides=parse_overrides(args.set))
+        run_profile(args.profile, only=args.only, start_from=args.start_from, dry_run=args.dry_run, overrides=parse_overrides(args.set), jobs=args.jobs)
     except (ParameterError, NotebookFailed) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2 if isinstance(error, ParameterError) else 1
@@ -60,6 +60,7 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("--from", dest="start_from", metavar="NN", help="start at this notebook number")
     run.add_argument("--dry-run", action="store_true", help="validate every parameter file, execute nothing")
     run.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a parameter of the selected notebooks (repeatable), e.g. --set shard_index=3")
+    run.add_argument("--jobs", type=int, default=1, metavar="N", help="run up to N notebooks side by side where their inputs are ready (make demo uses 2)")
     run.set_defaults(handler=_run)
 
     check = commands.add_parser("check", help="compare results/<profile> with params/<profile>/expected.yaml")

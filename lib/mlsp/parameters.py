@@ -34,6 +34,13 @@ class Notebook:
     def stem(self) -> str:
         return self.path.stem
 
+    @property
+    def needs(self) -> list[str] | None:
+        """Numbers of the notebooks whose outputs this one reads (notebook metadata `mlsp.needs`);
+        without the key, every earlier notebook."""
+        metadata = json.loads(self.path.read_text()).get("metadata", {}).get("mlsp", {})
+        return [str(number).zfill(2) for number in metadata["needs"]] if "needs" in metadata else None
+
 
 def list_notebooks(notebooks_dir: Path = NOTEBOOKS_DIR) -> list[Notebook]:
     found = []

@@ -1,11 +1,13 @@
-"""Run the numbered notebooks of a profile through papermill, in number order."""
+"""Run the numbered notebooks of a profile through papermill, in number order (or side by side
+where a notebook's metadata says which notebooks' outputs it needs)."""
 from __future__ import annotations
 
 import os
 import time
+from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from pathlib import Path
 
-from mlsp.parameters import Notebook, list_notebooks, resolve_profile
+from mlsp.parameters import Notebook, ParameterError, list_notebooks, resolve_profile
 from mlsp.paths import NOTEBOOKS_DIR, PARAMS_DIR, REPO_ROOT, RESULTS_DIR
 
 
@@ -37,9 +39,16 @@ def run_profile(
     results_dir: Path = RESULTS_DIR,
     log=None,
     overrides: dict | None = None,
+    jobs: int = 1,
 ) -> list[tuple[str, float]]:
-    """Validate all parameters first, then execute; returns (notebook, seconds) per notebook run."""
+    """Validate all parameters first, then execute; returns (notebook, seconds) per notebook run.
+
+    With `jobs` > 1, notebooks whose inputs are ready run side by side: on two cores much of a
+    notebook's time is single-threaded Python (tracing, Keras' per-step overhead) that another
+    notebook's number crunching can fill. Each notebook still runs alone in its own kernel."""
     log = log or (lambda message: print(message, flush=True))
+    if jobs < 1:
+        raise ParameterError(f"--jobs {jobs}: run at least one notebook at a time")
     notebooks = list_notebooks(notebooks_dir)
     chosen = select(notebooks, only, start_from)
     resolved = resolve_profile(profile, notebooks, params_dir)  # every file is checked, before any notebook starts
@@ -55,10 +64,8 @@ def run_profile(
 
     output_dir = results_dir / profile / "notebooks"
     output_dir.mkdir(parents=True, exist_ok=True)
-    timings = []
-    total_start = time.perf_counter()
-    for position, nb in enumerate(chosen, start=1):
-        log(f"[{position}/{len(chosen)}] {nb.path.name} ...")
+
+    def execute(nb: Notebook) -> float:
         start = time.perf_counter()
         try:
             papermill.execute_notebook(
@@ -77,11 +84,50 @@ def run_profile(
                 f"[{_first_line(output_dir / nb.path.name, error.cell_index)}]: {error.ename}: {error.evalue}\n"
                 f"executed copy with the traceback: {output_dir / nb.path.name}"
             ) from None
-        seconds = time.perf_counter() - start
-        timings.append((nb.path.name, seconds))
-        log(f"    done in {seconds:.1f} s")
-    log(f"profile '{profile}': {len(timings)} notebooks in {time.perf_counter() - total_start:.1f} s")
+        return time.perf_counter() - start
+
+    timings = []
+    total_start = time.perf_counter()
+    needs = dependencies(chosen)
+    waiting, running, done = list(chosen), {}, set()
+    failure = None
+    with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
+        while waiting or running:
+            # start, in number order, every notebook whose inputs are ready, up to `jobs` at once
+            for nb in list(waiting):
+                if failure is None and len(running) < jobs and needs[nb.number] <= done:
+                    waiting.remove(nb)
+                    log(f"[{len(chosen) - len(waiting)}/{len(chosen)}] {nb.path.name} ...")
+                    running[pool.submit(execute, nb)] = nb
+            if not running:
+                break
+            finished, _ = wait(running, return_when=FIRST_COMPLETED)
+            for future in sorted(finished, key=lambda f: running[f].number):
+                nb = running.pop(future)
+                try:
+                    seconds = future.result()
+                except NotebookFailed as error:
+                    failure = failure or error  # let the others finish; start nothing new
+                    continue
+                done.add(nb.number)
+                timings.append((nb.path.name, seconds))
+                log(f"    {nb.path.name} done in {seconds:.1f} s" if jobs > 1 else f"    done in {seconds:.1f} s")
+    if failure is not None:
+        raise failure
+    log(f"profile '{profile}': {len(timings)} notebooks in {time.perf_counter() - total_start:.1f} s" + (f" ({jobs} at a time where their inputs allow)" if jobs > 1 else ""))
     return timings
+
+
+def dependencies(chosen: list[Notebook]) -> dict[str, set[str]]:
+    """For each chosen notebook, the chosen notebooks it must wait for. Notebooks outside the
+    selection are taken as already run (that is what --only and --from mean)."""
+    numbers = {nb.number for nb in chosen}
+    found = {}
+    for nb in chosen:
+        declared = nb.needs
+        earlier = {number for number in numbers if number < nb.number}
+        found[nb.number] = earlier if declared is None else set(declared) & numbers
+    return found
 
 
 def _first_line(executed: Path, cell_index: int) -> str:
