@@ -1,4 +1,5 @@
-"""The whole pipeline: every notebook of the smoke profile through papermill, then `mlsp check`."""
+"""The whole pipeline: every notebook of the smoke profile through papermill (two at a time, as
+`make demo` runs), then `mlsp check`."""
 import subprocess
 import sys
 
@@ -9,7 +10,7 @@ from conftest import REPO
 
 @pytest.mark.slow
 def test_smoke_profile_end_to_end():
-    run = subprocess.run([sys.executable, "-m", "mlsp.cli", "run", "--profile", "smoke"], cwd=REPO, capture_output=True, text=True, timeout=1200)
+    run = subprocess.run([sys.executable, "-m", "mlsp.cli", "run", "--profile", "smoke", "--jobs", "2"], cwd=REPO, capture_output=True, text=True, timeout=1200)
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
     for notebook in ("00_data", "03_table3_full_resolution", "07_comparison"):
         assert (REPO / "results" / "smoke" / "notebooks" / f"{notebook}.ipynb").exists()
