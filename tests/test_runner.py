@@ -103,13 +103,14 @@ def test_set_overrides_apply_last_and_are_checked(tiny_project):
         run(tiny_project, overrides=parse_overrides(["speed=1"]))
 
 
-def timed_project(tmp_path, needs: dict, fail: str | None = None):
-    """Notebooks that log when they start and end and sleep in between; `needs` per notebook."""
+def timed_project(tmp_path, needs: dict, fail: str | None = None, sleep: dict | None = None):
+    """Notebooks that log when they start and end and sleep in between (1.5 s unless `sleep` says);
+    `needs` per notebook."""
     notebooks, params = tmp_path / "notebooks", tmp_path / "params"
     log = tmp_path / "times.log"
     for name, wanted in needs.items():
         body = f"import time\nopen({str(log)!r}, 'a').write(f'start {name} {{time.time()}}\\n')\n"
-        body += "raise RuntimeError('broken on purpose')\n" if name == fail else "time.sleep(1.5)\n"
+        body += "raise RuntimeError('broken on purpose')\n" if name == fail else f"time.sleep({(sleep or {}).get(name, 1.5)})\n"
         body += f"open({str(log)!r}, 'a').write(f'end {name} {{time.time()}}\\n')"
         write_notebook(notebooks / f"{name}_step.ipynb", 'profile = "x"', body, needs=wanted)
     (params / "tiny").mkdir(parents=True)
@@ -138,7 +139,9 @@ def test_jobs_run_independent_notebooks_side_by_side_and_respect_needs(tmp_path)
 
 
 def test_a_failure_lets_the_running_notebooks_finish_and_starts_nothing_new(tmp_path):
-    project, events = timed_project(tmp_path, {"00": [], "01": ["00"], "02": ["00"], "03": ["00"]}, fail="01")
+    # 02 outlasts 01's failure (a failed kernel takes a few seconds to shut down), so its end is the
+    # moment 03 would start if the runner ignored the failure
+    project, events = timed_project(tmp_path, {"00": [], "01": ["00"], "02": ["00"], "03": ["00"]}, fail="01", sleep={"02": 10})
     with pytest.raises(NotebookFailed, match="01_step.ipynb"):
         run(project, jobs=2)
     seen = events()
