@@ -7,10 +7,6 @@ from mlsp import heads, train
 from mlsp.store import FeatureReader, FeatureWriter
 
 
-class Recorder(keras.Model):
-    pass
-
-
 def drive(schedule, model, losses):
     schedule.set_model(model)
     schedule.on_train_begin()

@@ -87,11 +87,8 @@ def run_feature_row(row: Row, split: Split, features_dir, backbone: str, protoco
     """Train a head on stored features with the paper's protocol and evaluate it on the test set."""
     started = time.perf_counter()
     path = store_path(features_dir, backbone, row.mode, row.kind, row.augment)
-    with FeatureReader(path) as reader:
-        boundaries, weights = list(reader.attrs["block_boundaries"]), str(reader.attrs["weights"])
-        if list(reader.ids) != list(split.metadata["image_id"]):
-            raise ValueError(f"{path}: its images differ from the metadata CSV; rerun notebook 01_extract_features")
-    source = train.load_features(path, in_memory=in_memory)
+    source, attrs = train.load_features(path, in_memory, image_ids=split.metadata["image_id"])
+    boundaries, weights = list(attrs["block_boundaries"]), str(attrs["weights"])
     channels, local_boundaries = block_channels(boundaries, row.last_blocks)
     n_channels = local_boundaries[-1] - local_boundaries[0]
     keras.utils.set_random_seed(seed)  # the head's initial weights too, not only what fit() draws

@@ -31,7 +31,7 @@ def finetune_model(backbone, row) -> keras.Model:
 
 
 class ImageBatches(keras.utils.PyDataset):
-    """Rescaled images (kept in memory as uint8) served as random crops and flips, or whole."""
+    """Rescaled images (uint8 in memory, or paths read per batch) served as random crops and flips, or whole."""
 
     def __init__(self, images: np.ndarray, mos, preprocess, batch_size: int = 32, augment: bool = True, seed: int = 0, shuffle: bool = True, fill_last: bool = True):
         super().__init__(workers=1, use_multiprocessing=False)

@@ -91,7 +91,7 @@ def run_profile(
     needs = dependencies(chosen)
     waiting, running, done = list(chosen), {}, set()
     failure = None
-    with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
+    with ThreadPoolExecutor(max_workers=jobs) as pool:
         while waiting or running:
             # start, in number order, every notebook whose inputs are ready, up to `jobs` at once
             for nb in list(waiting):

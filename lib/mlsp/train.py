@@ -45,7 +45,7 @@ class FeatureBatches(keras.utils.PyDataset):
         self.channels = channels or slice(None)
         self.shuffle, self.fill_last = shuffle, fill_last
         self.rng = np.random.default_rng(seed)
-        self.n_views = (source.shape if isinstance(source, FeatureReader) else source.shape)[1]
+        self.n_views = source.shape[1]
         self.on_epoch_end()
 
     def on_epoch_end(self):
@@ -170,15 +170,22 @@ def predict(model: keras.Model, source, rows, batch_size: int = 256, channels: s
     return per_view.reshape(len(rows), n_views).mean(axis=1)
 
 
-def load_features(path, in_memory: bool = True):
-    """A store's reader, or its whole array read with one contiguous slice when it fits in memory."""
+def load_features(path, in_memory: bool = True, image_ids=None):
+    """A store's features (its reader, or the whole array read with one contiguous slice when it
+    fits in memory) and its attributes, from one opening. Fails when an image has no features yet
+    or, given `image_ids`, when the store holds other images."""
     reader = FeatureReader(path)
-    if not reader.done.all():
-        missing = int((~reader.done).sum())
+    problem = None
+    if image_ids is not None and list(reader.ids) != list(image_ids):
+        problem = ValueError(f"{path}: its images differ from the metadata CSV; rerun notebook 01_extract_features")
+    elif not reader.done.all():
+        problem = RuntimeError(f"{path}: {int((~reader.done).sum())} images have no features yet; rerun notebook 01_extract_features")
+    if problem is not None:
         reader.close()
-        raise RuntimeError(f"{path}: {missing} images have no features yet; rerun notebook 01_extract_features")
-    if in_memory:
-        array = reader.read_all()
-        reader.close()
-        return array
-    return reader
+        raise problem
+    attrs = reader.attrs
+    if not in_memory:
+        return reader, attrs
+    array = reader.read_all()
+    reader.close()
+    return array, attrs
