@@ -111,7 +111,7 @@ def run_profile(
                     continue
                 done.add(nb.number)
                 timings.append((nb.path.name, seconds))
-                log(f"    {nb.path.name} done in {seconds:.1f} s" if jobs > 1 else f"    done in {seconds:.1f} s")
+                log(f"    {nb.path.name} done in {seconds:.1f} s")
     if failure is not None:
         raise failure
     log(f"profile '{profile}': {len(timings)} notebooks in {time.perf_counter() - total_start:.1f} s" + (f" ({jobs} at a time where their inputs allow)" if jobs > 1 else ""))
