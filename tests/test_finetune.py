@@ -7,6 +7,17 @@ from mlsp import backbones, experiments, finetune, train
 from mlsp.features import RESCALED_SIZE
 
 
+def where_in(image, view):
+    """(top, left, mirrored) of the window of `image` that `view` shows, or None."""
+    offsets = range(RESCALED_SIZE - finetune.CROP + 1)
+    for mirrored, candidate in ((False, view), (True, view[:, ::-1])):
+        for top in offsets:
+            for left in offsets:
+                if np.array_equal(candidate, image[top : top + finetune.CROP, left : left + finetune.CROP]):
+                    return top, left, mirrored
+    return None
+
+
 def test_random_view_is_a_224_crop_or_its_mirror():
     image = np.random.default_rng(0).integers(0, 255, size=(RESCALED_SIZE, RESCALED_SIZE, 3), dtype=np.uint8)
     rng = np.random.default_rng(1)
@@ -14,10 +25,9 @@ def test_random_view_is_a_224_crop_or_its_mirror():
     for _ in range(20):
         view = finetune.random_view(image, rng)
         assert view.shape == (finetune.CROP, finetune.CROP, 3)
-        found = [(top, left, flip) for top in range(RESCALED_SIZE - finetune.CROP + 1) for left in range(RESCALED_SIZE - finetune.CROP + 1) for flip in (False, True)
-                 if np.array_equal((view[:, ::-1] if flip else view)[0], image[top, left : left + finetune.CROP]) and np.array_equal((view[:, ::-1] if flip else view), image[top : top + finetune.CROP, left : left + finetune.CROP])]
-        assert found
-        mirrored += found[0][2]
+        found = where_in(image, view)
+        assert found is not None
+        mirrored += found[2]
     assert 0 < mirrored < 20
 
 
