@@ -160,12 +160,12 @@ def results_section(profile: str, results_root: Path = RESULTS_DIR) -> str:
             _rows(lines, measured, published)
     table3 = _load(profile, "table3", results_root)
     if table3:
-        references = {backbone: paper.table3_reference(backbone)[0] for backbone in table3["metrics"]}
-        note = "; ".join(f"paper columns for `{b}`: {r}" for b, r in references.items())
+        references = {backbone: paper.table3_reference(backbone) for backbone in table3["metrics"]}  # (paper backbone, its rows)
+        note = "; ".join(f"paper columns for `{b}`: {reference}" for b, (reference, _) in references.items())
         lines.append(f"\n**Table 3** (original resolution; weights `{table3['weights']}`; {note})\n")
         lines.append(header)
         for backbone, measured in table3["metrics"].items():
-            published = paper.table3_reference(backbone)[1]
+            published = references[backbone][1]
             _rows(lines, {f"{label} [{backbone}]": value for label, value in measured.items()}, {f"{label} [{backbone}]": value for label, value in published.items()})
     resolution = _load(profile, "resolution", results_root)
     if resolution:
