@@ -12,6 +12,7 @@ weights:
 """
 from __future__ import annotations
 
+import functools
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -96,3 +97,62 @@ def _load_without_top(model: keras.Model, path: Path) -> None:
     for layer in model.layers:
         if layer.weights:
             layer.set_weights(full.get_layer(layer.name).get_weights())
+
+
+# Sizes probed when deriving a network's smallest input: every backbone accepts the upper bound.
+PROBE_LARGEST_SIDE = 512
+
+
+def _block_sizes(model: keras.Model, block_layers: list[str], side: int) -> list[tuple[int, int]] | None:
+    """(height, width) of every block and output for a side x side input, by Keras' symbolic shape
+    walk (nothing is computed); None when some layer's output would be empty."""
+    probe = keras.Model(model.input, [model.get_layer(name).output for name in block_layers] + list(model.outputs))
+    try:
+        shapes = probe.compute_output_shape((1, side, side, 3))
+    except ValueError:  # Keras: "Computed output size would be zero or negative"
+        return None
+    sizes = [(int(shape[1]), int(shape[2])) for shape in shapes]
+    return sizes if min(min(size) for size in sizes) >= 1 else None
+
+
+@functools.lru_cache(maxsize=None)
+def min_input_side(name: str) -> int:
+    """The smallest square input side (pixels) the backbone `name` accepts, derived from the network.
+
+    Builds the model (random weights: only the architecture matters) and walks its shapes: the
+    smallest side for which every MLSP block has at least one cell (75 for both Inceptions, whose
+    stride-2 "valid" convolutions shrink the map), but at least the network's total stride (32).
+    With "same" padding (EfficientNet-Lite0) even 1 px "fits", but below the total stride the
+    deepest blocks' single cell is computed mostly from zero padding rather than from the image,
+    so the stride is kept as a floor. Raises ValueError for an unknown backbone name.
+    """
+    backbone = load(name, weights="random")
+    model, blocks = backbone.model, backbone.block_layers
+    if _block_sizes(model, blocks, PROBE_LARGEST_SIDE) is None:
+        raise RuntimeError(f"{name}: does not accept a {PROBE_LARGEST_SIDE}-px input; widen PROBE_LARGEST_SIDE")
+    low, high = 0, PROBE_LARGEST_SIDE  # low fails (or is 0), high fits; output sizes grow with the input
+    while high - low > 1:
+        middle = (low + high) // 2
+        low, high = (low, middle) if _block_sizes(model, blocks, middle) is not None else (middle, high)
+    half, full = PROBE_LARGEST_SIDE // 2, PROBE_LARGEST_SIDE
+    deepest_half, deepest_full = _block_sizes(model, blocks, half)[-1][0], _block_sizes(model, blocks, full)[-1][0]
+    total_stride = round((full - half) / (deepest_full - deepest_half))
+    return max(high, total_stride)
+
+
+def min_image_side(name: str, augment: bool) -> int:
+    """The smallest shorter side (pixels) of an image whose views all fit backbone `name` at its own
+    resolution (the "original" input mode; "rescaled" resizes every image to 256 px, which all fit).
+
+    Without augmentation that is `min_input_side`; with it, the 87.5% crops
+    (`mlsp.features.crop_size`) must reach it: 86 for the Inceptions.
+    """
+    from mlsp.features import crop_size
+
+    smallest = min_input_side(name)
+    if not augment:
+        return smallest
+    side = smallest
+    while min(crop_size(side, side)) < smallest:
+        side += 1
+    return side

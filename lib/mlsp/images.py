@@ -1,0 +1,215 @@
+"""Decoding images for the whole kit: any file Pillow reads -> 8-bit RGB, or a clear per-file error.
+
+Conventions (one place, so AVA, fine-tuning, reports and `mlsp score` see the same pixels):
+  - every mode is scaled to 8 bits, never clipped: 16-bit data maps 0..65535 -> 0..255 by
+    round(v / 257). Pillow itself reduces 16-bit RGB(A) and grey+alpha PNG/TIFF to 8 bits by keeping
+    the high byte (floor(v / 256)), which differs from round(v / 257) by at most 1 level; 16-bit grey
+    reaches us as 16 bits and is scaled exactly.
+  - mode "I" (32-bit integer: signed 16-bit TIFF, some PGM readers) is taken as 16-bit data and
+    clipped to 0..65535 first; mode "F" (32-bit float) is taken as intensities in [0, 1] when all its
+    values lie there (scaled by 255), otherwise as 0..255 values (clipped).
+  - every form of transparency (alpha channel, premultiplied alpha, palette transparency by index or
+    per entry, tRNS colour keys) is composited on white, as a viewer shows it on a white page.
+  - animations and multi-page files: the first frame.
+  - EXIF orientation is applied only when asked: AVA's raters saw the stored pixels, a user's phone
+    photo is meant to be seen upright. (Pillow applies a TIFF's orientation tag while decoding, so
+    TIFFs come upright either way; `read_size` reports their decoded size.)
+  - colour profiles (ICC) are not applied: pixels are taken as sRGB, as in the authors' code.
+
+Pillow's decompression-bomb guard warns or raises from inside `Image.open`, and turning its warning
+into an error needs `warnings.catch_warnings`, which is not thread-safe (decoding runs in worker
+threads). So this module switches Pillow's guard off (`Image.MAX_IMAGE_PIXELS = None`) and checks the
+header size against `MAX_PIXELS` itself, before any pixel is decoded.
+"""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+from PIL import ExifTags, Image, ImageFile, ImageOps, UnidentifiedImageError
+
+# Above the largest camera sensors (200 MP phones, 150 MP medium format) and far below a bomb
+# (a 30000x30000 PNG of zeros is a few kB). A full decode at the limit is ~750 MB of 8-bit RGB;
+# with `max_side`, JPEGs are decoded at a fraction of that (draft mode).
+MAX_PIXELS = 250_000_000
+WHITE = (255, 255, 255)
+ORIENTATION_TAG = ExifTags.Base.Orientation
+SWAPPING_ORIENTATIONS = (5, 6, 7, 8)  # transpose, rotate 90/270, transverse: width and height swap
+DRAFT_GAP = 2  # JPEG draft decodes at >= 2x the target size, then a Lanczos filter finishes (as Image.thumbnail)
+
+Image.MAX_IMAGE_PIXELS = None  # replaced by `check_pixels` (see the module docstring)
+ImageFile.LOAD_TRUNCATED_IMAGES = False  # a truncated file is an error, not a grey band
+
+
+class ImageError(ValueError):
+    """An image file that cannot be used; the message starts with the file path, then the reason.
+
+    `ImageError(path, reason)`; `.path` and `.reason` hold the parts. `ImageError(message)` (one
+    argument) is accepted too, with `.path` None and `.reason` the whole message.
+    """
+
+    def __init__(self, path, reason: str | None = None):
+        if reason is None:
+            path, reason = None, str(path)
+        self.path = None if path is None else str(path)
+        self.reason = reason
+        super().__init__(reason if path is None else f"{path}: {reason}")
+
+
+def check_pixels(path, size: tuple[int, int]) -> None:
+    """Raise ImageError when a header's (width, height) exceeds MAX_PIXELS (decompression-bomb guard)."""
+    pixels = int(size[0]) * int(size[1])
+    if pixels > MAX_PIXELS:
+        raise ImageError(
+            path,
+            f"{pixels} pixels exceeds the limit of {MAX_PIXELS} (decompression-bomb guard; the header says "
+            f"{size[0]}x{size[1]}; raise mlsp.images.MAX_PIXELS if the file is genuine)",
+        )
+
+
+def _reason(error: Exception) -> str:
+    """A short reason for a failure inside Pillow (whose messages sometimes repeat the path)."""
+    if isinstance(error, FileNotFoundError):
+        return "file not found"
+    if isinstance(error, IsADirectoryError):
+        return "is a directory, not an image file"
+    if isinstance(error, PermissionError):
+        return "permission denied"
+    if isinstance(error, UnidentifiedImageError):
+        return "not an image file (Pillow cannot identify its format)"
+    if isinstance(error, Image.DecompressionBombError):  # only if someone re-enabled Pillow's guard
+        return f"too many pixels (decompression-bomb guard: {error})"
+    return f"cannot decode ({type(error).__name__}: {error})"
+
+
+def _open(path: Path) -> Image.Image:
+    """Image.open with every failure as ImageError, and the pixel count checked against MAX_PIXELS."""
+    try:
+        if path.is_file() and path.stat().st_size == 0:
+            raise ImageError(path, "empty file (0 bytes)")
+        image = Image.open(path)
+    except ImageError:
+        raise
+    except Exception as error:  # Pillow raises many types for broken headers
+        raise ImageError(path, _reason(error)) from error
+    try:
+        check_pixels(path, image.size)
+    except ImageError:
+        image.close()
+        raise
+    return image
+
+
+def _orientation(image: Image.Image) -> int:
+    """The EXIF (or XMP) orientation 1..8 still to apply to the decoded pixels; 1 when none or invalid."""
+    if image.format == "TIFF":
+        return 1  # Pillow's TIFF reader applies the tag itself (size at open is already upright)
+    orientation = image.getexif().get(ORIENTATION_TAG, 1)
+    return orientation if orientation in range(1, 9) else 1
+
+
+def read_size(path, apply_exif_orientation: bool = False) -> tuple[int, int]:
+    """(width, height) in pixels from the file's header, as `load_rgb` would return them.
+
+    With `apply_exif_orientation`, orientations 5-8 swap width and height. Nothing is decoded (except
+    for a PNG whose EXIF chunk follows the pixel data, which Pillow finds only by decoding).
+    Raises ImageError (missing, empty, unreadable or too many pixels).
+    """
+    path = Path(path)
+    image = _open(path)
+    try:
+        with image:
+            width, height = image.size
+            if apply_exif_orientation and _orientation(image) in SWAPPING_ORIENTATIONS:
+                width, height = height, width
+    except ImageError:
+        raise
+    except Exception as error:
+        raise ImageError(path, _reason(error)) from error
+    return width, height
+
+
+def target_size(size: tuple[int, int], max_side: int) -> tuple[int, int]:
+    """(width, height) with the longer side == max_side and the aspect ratio kept (each side >= 1)."""
+    width, height = size
+    scale = max_side / max(width, height)
+    if width >= height:
+        return max_side, max(1, round(height * scale))
+    return max(1, round(width * scale)), max_side
+
+
+def load_rgb(path, apply_exif_orientation: bool = False, max_side: int | None = None) -> np.ndarray:
+    """Decode an image file to RGB: uint8 [H, W, 3] (writable), whatever its mode and format.
+
+    apply_exif_orientation: rotate/flip as the EXIF (or XMP) Orientation tag says (what viewers show);
+        False gives the stored pixels (AVA, and the authors' code).
+    max_side: when given and the image's longer side exceeds it, downscale (Lanczos) keeping the aspect
+        ratio so that the longer side == max_side; JPEGs are first decoded at a reduced scale
+        (Pillow's draft mode), so a 24-megapixel photo is never decoded at full size.
+    Raises ImageError for every failure: missing or empty file, not an image, truncated or corrupt
+    data, more than MAX_PIXELS pixels, an unsupported mode. ValueError for max_side < 1.
+    """
+    if max_side is not None and (isinstance(max_side, bool) or int(max_side) != max_side or max_side < 1):
+        raise ValueError(f"max_side must be a positive integer or None, got {max_side!r}")
+    path = Path(path)
+    image = _open(path)
+    try:
+        with image:
+            if max_side is not None and max(image.size) > max_side:
+                wanted = target_size(image.size, max_side)
+                image.draft(None, (wanted[0] * DRAFT_GAP, wanted[1] * DRAFT_GAP))  # no-op but for JPEG
+            image.load()
+            if apply_exif_orientation and _orientation(image) != 1:
+                image = ImageOps.exif_transpose(image)
+            rgb = rgb_array(image)
+    except ImageError:
+        raise
+    except Exception as error:  # Pillow raises OSError, SyntaxError, struct.error, ... for bad data
+        raise ImageError(path, _reason(error)) from error
+    if max_side is not None and max(rgb.shape[:2]) > max_side:
+        size = target_size((rgb.shape[1], rgb.shape[0]), max_side)
+        rgb = np.array(Image.fromarray(rgb).resize(size, Image.Resampling.LANCZOS))
+    return rgb
+
+
+def rgb_array(image: Image.Image) -> np.ndarray:
+    """A decoded PIL image of any mode -> RGB uint8 [H, W, 3], with the module's conventions.
+
+    Raises ValueError for a mode it does not know and for a float image holding NaN.
+    """
+    mode = image.mode
+    transparency = image.info.get("transparency")
+    if mode in ("I;16", "I;16L", "I;16B", "I;16N", "I", "F"):
+        grey = _high_precision_grey(image)
+        if transparency is not None and mode != "F":  # a tRNS colour key on 16-bit grey
+            grey = np.where(np.asarray(image) == transparency, 255, grey).astype(np.uint8)
+        return np.repeat(grey[:, :, None], 3, axis=2)
+    if mode in ("La", "RGBa"):  # premultiplied: on white, colour + (1 - alpha) * 255 exactly
+        values = np.asarray(image).astype(np.int16)
+        colour, alpha = values[..., :-1], values[..., -1:]
+        rgb = np.clip(colour + 255 - alpha, 0, 255).astype(np.uint8)
+        return np.array(np.broadcast_to(rgb, rgb.shape[:2] + (3,)))
+    if mode in ("RGBA", "LA", "PA") or (mode == "P" and image.palette is not None and image.palette.mode == "RGBA") or (
+        mode in ("1", "L", "P", "RGB") and transparency is not None
+    ):
+        rgba = image.convert("RGBA")
+        return np.array(Image.alpha_composite(Image.new("RGBA", image.size, WHITE + (255,)), rgba).convert("RGB"))
+    if mode in ("RGB", "1", "L", "P", "RGBX", "CMYK", "YCbCr", "LAB", "HSV"):
+        return np.array(image.convert("RGB"))
+    raise ValueError(f"unsupported image mode '{mode}'")
+
+
+def _high_precision_grey(image: Image.Image) -> np.ndarray:
+    """16-bit, 32-bit integer or float grey -> uint8 [H, W] (see the module's conventions)."""
+    values = np.asarray(image)
+    if image.mode == "F":
+        values = values.astype(np.float64)
+        if np.isnan(values).any():
+            raise ValueError("float image holds NaN values")
+        finite = values[np.isfinite(values)]
+        if finite.size and finite.min() >= 0 and finite.max() <= 1:
+            values = values * 255
+        return np.round(np.clip(values, 0, 255)).astype(np.uint8)
+    values = np.clip(values.astype(np.int64), 0, 65535)
+    return ((2 * values + 257) // 514).astype(np.uint8)  # round(v / 257) in integers (no ties occur)
