@@ -34,7 +34,7 @@ print(json.dumps({"peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_max
 
 
 def naive(backbone, paths, kinds=("narrow", "wide")):
-    from mlsp.data import load_rgb
+    from mlsp.images import load_rgb
     from mlsp.features import augmented_views, mlsp_model
 
     model = mlsp_model(backbone, kinds)

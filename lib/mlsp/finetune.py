@@ -13,8 +13,8 @@ import keras
 import numpy as np
 
 from mlsp import heads, metrics, train
-from mlsp.data import load_rgb
 from mlsp.features import RESCALED_SIZE, mlsp_model, prepare
+from mlsp.images import load_rgb
 
 CROP = 224
 

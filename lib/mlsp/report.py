@@ -93,7 +93,8 @@ def image_grid(images: list[np.ndarray], captions: list[str], title: str, column
 
 def failure_grid(selection: pd.DataFrame, ava_dir, title: str):
     """Figs. 8-9: the selected images, each captioned "predicted (true)"."""
-    from mlsp.data import image_path, load_rgb
+    from mlsp.data import image_path
+    from mlsp.images import load_rgb
 
     images = [load_rgb(image_path(ava_dir, image_id)) for image_id in selection["image_id"]]
     captions = [f"{p:.2f} ({t:.2f})" for p, t in zip(selection["predicted_mos"], selection["true_mos"])]
