@@ -1,8 +1,11 @@
 """The AVA reader and the embedded data set."""
 import numpy as np
+import pandas as pd
 import pytest
+import yaml
 from PIL import Image
 
+from conftest import REPO
 from mlsp import data, embedded
 
 ROWS = """1 1001 0 0 1 2 3 4 0 0 0 0 10 20 300
@@ -63,8 +66,8 @@ def test_bad_images_are_reported_and_excluded(tmp_path):
     make_ava(tmp_path, {
         "1": rgb(), "2": rgb(mode="CMYK"), "3": rgb(mode="RGBA", fmt="PNG"), "4": rgb(mode="L"), "5": rgb(mode="P", fmt="PNG"),
         "6": None, "7": truncated, "8": rgb(size=(20, 200)), "9": lambda p: p.write_bytes(b"not an image"),
-    })
-    metadata, unreadable, _ = data.build_metadata(tmp_path, seed=0, progress=False)
+    }, test_ids=["1"])
+    metadata, unreadable, _ = data.read_ava(tmp_path, seed=0, validation_fraction=0.5, progress=False)
     assert sorted(metadata["image_id"]) == ["1", "2", "3", "4", "5"]
     reasons = dict(zip(unreadable["image_id"], unreadable["reason"]))
     assert reasons["6"] == "file missing" and "truncated" in reasons["7"].lower() and "too small" in reasons["8"] and "unreadable" in reasons["9"]
@@ -92,9 +95,237 @@ def test_embedded_set_is_deterministic_and_readable(tmp_path):
     two = embedded.generate(tmp_path / "b", 6, seed=5, min_side=64, max_side=160)
     three = embedded.generate(tmp_path / "c", 6, seed=6, min_side=64, max_side=160)
     assert embedded.manifest_digest(one) == embedded.manifest_digest(two) != embedded.manifest_digest(three)
-    metadata, unreadable, problems = data.build_metadata(one, seed=0, progress=False)
+    metadata, unreadable, problems = data.read_ava(one, seed=0, validation_fraction=0.5, progress=False)
     assert len(metadata) == 6 and metadata[["width", "height"]].max().max() <= 160
     assert set(unreadable["reason"].str.split(":").str[0]) == {"file missing", "unreadable"}  # the planted problem cases
-    assert len(problems) == 2
+    assert [(problem.kind, problem.image_id) for problem in problems] == [(data.AVA_ROW, "999002"), (data.AVA_ROW, "100001"), (data.TEST_ID_NOT_IN_AVA, "999004")]
     assert "not human ratings" in (one / "DATA_CARD.md").read_text().lower()
     assert (metadata["n_votes"] > 150).all()
+
+
+def votes_row(index, image_id, votes="1 1 1 1 1 1 1 1 1 1", tail="0 0 1"):
+    return f"{index} {image_id} {votes} {tail}"
+
+
+def rejected(problems):
+    return {problem.line: problem.reason for problem in problems}
+
+
+def test_rows_with_any_other_number_of_fields_are_rejected_not_shifted(tmp_path):
+    rows = [
+        votes_row(1, "1001"),
+        votes_row(2, "1002", tail="0 0"),  # 14 fields
+        votes_row(3, "1003", tail="0 0 1 7"),  # 16 fields: once read with shifted columns
+        "4 1004 1 2 3 4 5 6 7 8 9 10",  # 12 fields, the old minimum
+        votes_row(5, "1005"),
+    ]
+    (tmp_path / "AVA.txt").write_text("\n".join(rows) + "\n")
+    table, problems = data.parse_ava_txt(tmp_path / "AVA.txt")
+    assert list(table["image_id"]) == ["1001", "1005"]
+    reasons = rejected(problems)
+    assert sorted(reasons) == [2, 3, 4]
+    assert "expected 15 fields" in reasons[2] and "found 14" in reasons[2]
+    assert "found 16" in reasons[3] and "found 12" in reasons[4]
+    assert {problem.image_id for problem in problems} == {"1002", "1003", "1004"}
+    assert {problem.kind for problem in problems} == {data.AVA_ROW}
+
+
+def test_bom_crlf_tabs_and_trailing_whitespace_are_read(tmp_path):
+    rows = [votes_row(1, "1001", votes="0 0 1 2 3 4 0 0 0 0"), "", "2\t1002\t" + "\t".join(["3"] * 10) + "\t0\t0\t9  \t", votes_row(3, "1003", tail="0 0 1   ")]
+    (tmp_path / "AVA.txt").write_bytes(b"\xef\xbb\xbf" + "\r\n".join(rows).encode() + b"\r\n")
+    table, problems = data.parse_ava_txt(tmp_path / "AVA.txt")
+    assert problems == []
+    assert list(table["image_id"]) == ["1001", "1002", "1003"]  # the BOM is not part of the first field
+    assert table.iloc[0]["mos"] == pytest.approx(5.0) and table.iloc[1]["n_votes"] == 30
+
+
+def test_lines_are_numbered_as_an_editor_shows_them_whatever_the_line_ends(tmp_path):
+    for ending in ("\n", "\r\n", "\r"):
+        path = tmp_path / f"AVA{len(ending)}{ord(ending[0])}.txt"
+        path.write_bytes(ending.join([votes_row(1, "1"), "", votes_row(3, "3", tail="0"), votes_row(4, "4")]).encode())
+        table, problems = data.parse_ava_txt(path)
+        assert list(table["image_id"]) == ["1", "4"] and [problem.line for problem in problems] == [3], repr(ending)
+
+
+def test_a_header_line_is_reported_and_skipped(tmp_path):
+    (tmp_path / "AVA.txt").write_text(data.AVA_FORMAT.replace("...", "c2 c3 c4 c5 c6 c7 c8 c9") + "\n" + votes_row(1, "1001") + "\n")
+    table, problems = data.parse_ava_txt(tmp_path / "AVA.txt")
+    assert list(table["image_id"]) == ["1001"]
+    assert [(problem.line, problem.image_id) for problem in problems] == [(1, None)] and "header" in problems[0].reason
+
+
+def test_each_non_integer_field_is_named(tmp_path):
+    rows = [
+        votes_row("x", "1001"),
+        votes_row(2, "1002", votes="1 1 1 -1 1 1 1 1 1 1"),
+        votes_row(3, "1003", votes="1 1 1 1.5 1 1 1 1 1 +1"),
+        votes_row(4, "1004", tail="0 tag 1"),
+        votes_row(5, "1005", tail="0 0 ٣"),  # int() would take this Arabic-Indic digit
+        votes_row(6, "1006", votes="1 1 1 1 1 1 1 1 1 1_0"),  # and this
+        votes_row(7, "1007", votes="1 1 1 1 1 1 1 1 1 9999999999"),
+        votes_row(8, "1008"),
+    ]
+    (tmp_path / "AVA.txt").write_text("\n".join(rows) + "\n")
+    table, problems = data.parse_ava_txt(tmp_path / "AVA.txt")
+    assert list(table["image_id"]) == ["1008"]
+    reasons = rejected(problems)
+    assert sorted(reasons) == [1, 2, 3, 4, 5, 6, 7]
+    assert "index='x'" in reasons[1] and "c4='-1'" in reasons[2]
+    assert "c4='1.5'" in reasons[3] and "c10='+1'" in reasons[3] and "c1=" not in reasons[3]
+    assert "tag2='tag'" in reasons[4] and "challenge_id=" in reasons[5] and "c10='1_0'" in reasons[6] and "c10=" in reasons[7]
+
+
+def test_ids_that_are_not_plain_file_names_are_rejected(tmp_path):
+    bad_ids = ["../1001", "a/b", "a\\b", "..", "12.jpg", "x:y", "é1"]
+    rows = [votes_row(index, image_id) for index, image_id in enumerate(bad_ids, start=1)] + [votes_row(8, "000123"), votes_row(9, "AB_c-9")]
+    (tmp_path / "AVA.txt").write_text("\n".join(rows) + "\n", encoding="utf-8")
+    table, problems = data.parse_ava_txt(tmp_path / "AVA.txt")
+    assert list(table["image_id"]) == ["000123", "AB_c-9"]
+    assert [problem.image_id for problem in problems] == bad_ids and all("plain name" in problem.reason for problem in problems)
+
+
+def test_a_line_that_is_not_utf8_is_reported_and_the_rest_kept(tmp_path):
+    content = (votes_row(1, "1001") + "\n").encode() + b"2 10\xe902 1 1 1 1 1 1 1 1 1 1 0 0 1\n" + (votes_row(3, "1003") + "\n").encode()
+    (tmp_path / "AVA.txt").write_bytes(content)
+    table, problems = data.parse_ava_txt(tmp_path / "AVA.txt")
+    assert list(table["image_id"]) == ["1001", "1003"]
+    assert [problem.line for problem in problems] == [2] and "not UTF-8" in problems[0].reason and "0xe9" in problems[0].reason
+
+
+@pytest.mark.parametrize("encoding", ["utf-16", "utf-32"])
+def test_a_utf16_or_utf32_file_is_one_clear_error(tmp_path, encoding):
+    (tmp_path / "AVA.txt").write_text(votes_row(1, "1001") + "\n", encoding=encoding)
+    with pytest.raises(ValueError, match=rf"AVA.txt.*{encoding.upper()}.*UTF-8"):
+        data.parse_ava_txt(tmp_path / "AVA.txt")
+    (tmp_path / "generic_test.jpgl").write_text("1001\n", encoding=encoding)
+    with pytest.raises(ValueError, match=r"generic_test.jpgl.*test list"):
+        data.read_test_list(tmp_path / "generic_test.jpgl")
+
+
+def test_missing_files_name_their_path(tmp_path):
+    with pytest.raises(FileNotFoundError, match="AVA.txt"):
+        data.parse_ava_txt(tmp_path / "AVA.txt")
+    with pytest.raises(FileNotFoundError, match="generic_test.jpgl"):
+        data.read_test_list(tmp_path / "generic_test.jpgl")
+
+
+MESSY_TEST_LIST = b"\xef\xbb\xbf  3 \r\n\r\n4.jpg\r\n\t\r\n777\r\n3\r\n5 6\r\n../7\r\n 8\t\r\n"  # BOM, CRLF, spaces, blanks
+
+
+def test_the_test_list_tolerates_layout_and_reports_the_rest(tmp_path):
+    (tmp_path / "generic_test.jpgl").write_bytes(MESSY_TEST_LIST)
+    ids, problems = data.read_test_list(tmp_path / "generic_test.jpgl")
+    assert ids == {"3": 1, "4": 3, "777": 5, "8": 9}  # id -> line number; ".jpg" dropped
+    reasons = rejected(problems)
+    assert sorted(reasons) == [6, 7, 8]
+    assert "duplicate" in reasons[6] and "line 1" in reasons[6]
+    assert "one image id per line" in reasons[7] and "plain name" in reasons[8]
+    assert {problem.kind for problem in problems} == {data.TEST_LIST_LINE}
+
+
+def test_listed_ids_absent_from_ava_and_missing_images_are_counted(tmp_path):
+    make_ava(tmp_path, {str(i): rgb() for i in range(1, 9)} | {"9": None})  # 9 has no image file
+    with open(tmp_path / "AVA.txt", "a") as handle:
+        handle.write("10 8 1 1 1\n11 66 1 1 1\n")  # rejected rows: 8 also has a valid row, 66 has none
+    (tmp_path / "generic_test.jpgl").write_bytes(MESSY_TEST_LIST + b"9\n66\n")  # valid ids: 3 4 777 8 9 66
+    metadata, unreadable, problems = data.read_ava(tmp_path, seed=0, validation_fraction=0.5, verify_images=False, progress=False)
+    absent = {problem.image_id: problem for problem in problems if problem.kind == data.TEST_ID_NOT_IN_AVA}
+    assert sorted(absent) == ["66", "777"]
+    assert (absent["777"].source, absent["777"].line, absent["777"].reason) == ("generic_test.jpgl", 5, "not in AVA.txt")
+    assert "row (line 11) was rejected" in absent["66"].reason and "expected 15 fields" in absent["66"].reason
+    counts = data.summarize(metadata, unreadable, problems)
+    assert [counts[key] for key in ("test_ids_listed", "test_ids_in_ava", "test_ids_with_image_file", "test_images")] == [6, 4, 3, 3]
+    assert counts["test_missing_files"] == counts["test_unreadable"] == 1 and counts["train_unreadable"] == counts["validation_unreadable"] == 0
+    assert counts["test_list_rejected_lines"] == 3 and counts["malformed_rows"] == 2
+    assert counts["images"] == len(metadata) == 8 and counts["unreadable"] == 1
+    assert sum(counts[f"{name}_images"] for name in data.SETS) == counts["images"]
+    table = data.problems_table(problems, data.TEST_LIST_LINE, data.TEST_ID_NOT_IN_AVA)
+    assert list(table.columns) == data.PROBLEM_COLUMNS and len(table) == 5 and set(table["source"]) == {"generic_test.jpgl"}
+
+
+def test_image_ids_stay_strings_through_every_csv(tmp_path):
+    ids = ["000123", "1e5", "12345", "NA", "nan", "None", "007", "-1", "inf", "0x10"]
+    make_ava(tmp_path / "ava", {image_id: rgb() for image_id in ids} | {"00": None}, test_ids=["000123", "1e5", "00"])
+    metadata, unreadable, problems = data.build_metadata(tmp_path / "ava", seed=0, validation_fraction=0.5, verify_images=False, progress=False)
+    metadata.to_csv(tmp_path / "metadata.csv", index=False)  # as notebook 00 writes it
+    again = data.read_metadata(tmp_path / "metadata.csv")
+    assert list(again["image_id"]) == ids and again["image_id"].map(type).eq(str).all()
+    pd.testing.assert_frame_equal(again[data.VOTE_COLUMNS + ["set"]], metadata[data.VOTE_COLUMNS + ["set"]], check_dtype=False)
+    unreadable.to_csv(tmp_path / "unreadable.csv", index=False, float_format="%.6g")  # as results.Run.save_table writes
+    assert list(data.read_csv_with_ids(tmp_path / "unreadable.csv")["image_id"]) == ["00"]
+    predictions = pd.DataFrame({"image_id": ids, "predicted": np.linspace(1, 10, len(ids)), "note": [np.nan] * len(ids)})
+    predictions.to_csv(tmp_path / "predictions.csv", index=False, float_format="%.6g")
+    read = data.read_csv_with_ids(tmp_path / "predictions.csv")
+    assert list(read["image_id"]) == ids and read["note"].isna().all()  # other columns keep pandas' NA parsing
+
+
+def test_csv_readers_name_the_file_and_what_is_missing(tmp_path):
+    with pytest.raises(FileNotFoundError, match="metadata.csv.*notebook 00_data"):
+        data.read_metadata(tmp_path / "metadata.csv")
+    pd.DataFrame({"id": ["1"]}).to_csv(tmp_path / "other.csv", index=False)
+    with pytest.raises(ValueError, match="other.csv: no image_id column"):
+        data.read_csv_with_ids(tmp_path / "other.csv")
+    pd.DataFrame({"image_id": ["1"], "mos": [5.0]}).to_csv(tmp_path / "partial.csv", index=False)
+    with pytest.raises(ValueError, match="partial.csv.*lacks votes_1"):
+        data.read_metadata(tmp_path / "partial.csv")
+
+
+def never_read(path, **options):
+    raise AssertionError(f"an image was read before the split was checked: {path}")
+
+
+@pytest.mark.parametrize(
+    ("n_images", "test_ids", "validation_fraction", "messages"),
+    [
+        (4, ["999"], 0.5, ["the test set is empty: none of the 1 ids listed in generic_test.jpgl has a valid row in AVA.txt (first: 999)"]),
+        (4, [], 0.5, ["the test set is empty: generic_test.jpgl lists no valid image id"]),
+        (4, ["0"], 0.05, ["the validation set is empty: 3 trainable images x validation_fraction 0.05 rounds to 0"]),
+        (4, ["0"], 1.0, ["the train set is empty: validation_fraction 1 puts all 3 trainable images in validation"]),
+        (2, ["0", "1"], 0.5, ["the train set is empty: all 2 valid rows of AVA.txt are in the test list", "the validation set is empty: 0 trainable"]),
+        (0, ["0"], 0.5, ["the test set is empty", "the train set is empty: AVA.txt has no valid row", "the validation set is empty"]),
+    ],
+)
+def test_an_empty_set_fails_before_any_image_is_read(tmp_path, monkeypatch, n_images, test_ids, validation_fraction, messages):
+    make_ava(tmp_path, {str(i): rgb() for i in range(n_images)}, test_ids=test_ids)
+    monkeypatch.setattr(data, "image_info", never_read)
+    for function in (data.read_ava, data.build_metadata):
+        with pytest.raises(data.EmptySetError) as caught:
+            function(tmp_path, seed=0, validation_fraction=validation_fraction, progress=False)
+        text = str(caught.value)
+        assert all(message in text for message in messages), text
+        named = {name for name in data.SETS if f"the {name} set" in text}
+        assert named == {message.split()[1] for message in messages}  # only the empty sets are named
+
+
+def test_an_empty_split_error_shows_the_first_rejected_lines(tmp_path):
+    (tmp_path / "AVA.txt").write_text("1,1001,1,1,1,1,1,1,1,1,1,1,0,0,1\n")  # a comma-separated copy
+    (tmp_path / "generic_test.jpgl").write_text("1001\n")
+    with pytest.raises(data.EmptySetError, match=r"AVA.txt: 0 valid rows, 1 rejected.*AVA.txt line 1: expected 15 fields .*, found 1 \(commas\?") as caught:
+        data.read_ava(tmp_path, seed=0, progress=False)
+    assert [problem.line for problem in caught.value.problems if problem.kind == data.AVA_ROW] == [1]
+
+
+def test_a_set_without_a_usable_image_fails_in_build_metadata_not_in_read_ava(tmp_path):
+    make_ava(tmp_path, {"1": None, "2": rgb(size=(20, 20)), **{str(i): rgb() for i in range(3, 9)}}, test_ids=["1", "2"])
+    metadata, unreadable, _ = data.read_ava(tmp_path, seed=0, validation_fraction=0.5, progress=False)
+    assert (metadata["set"] != "test").all() and len(unreadable) == 2  # the reports survive to be saved
+    with pytest.raises(data.EmptySetError, match=r"^the test set has no usable image: all 2 of its images are unusable \((file missing: 1, too small: 1|too small: 1, file missing: 1)\)"):
+        data.check_sets(metadata, unreadable)
+    with pytest.raises(data.EmptySetError, match="the test set has no usable image"):
+        data.build_metadata(tmp_path, seed=0, validation_fraction=0.5, progress=False)
+
+
+@pytest.mark.parametrize("validation_fraction", [-0.1, 1.5, float("nan")])
+def test_a_validation_fraction_outside_0_1_is_named(tmp_path, validation_fraction):
+    make_ava(tmp_path, {str(i): rgb() for i in range(4)}, test_ids=["0"])
+    with pytest.raises(ValueError, match="validation_fraction must lie in"):
+        data.read_ava(tmp_path, seed=0, validation_fraction=validation_fraction, progress=False)
+
+
+def test_the_smoke_profile_split_has_usable_images_in_every_set(tmp_path):
+    parameters = {}
+    for name in ("common.yaml", "00_data.yaml"):
+        parameters.update(yaml.safe_load((REPO / "params" / "smoke" / name).read_text()))
+    ava = embedded.generate(tmp_path, parameters["embedded_images"], seed=parameters["seed"], min_side=parameters["embedded_min_side"], max_side=parameters["embedded_max_side"])
+    metadata, _, _ = data.build_metadata(ava, seed=parameters["seed"], validation_fraction=parameters["validation_fraction"], progress=False)
+    assert metadata["set"].value_counts().reindex(list(data.SETS), fill_value=0).min() >= 2

@@ -3,9 +3,16 @@
 AVA.txt rows are `index image_id c1 ... c10 tag1 tag2 challenge_id`, c_k being the number of votes
 for score k. The official test list (`generic_test.jpgl`) is the test set; the rest is split 95% train
 / 5% validation with a seed. Every later notebook reads the metadata CSV written here.
+
+Nothing is dropped silently: each rejected line of either file, each listed test id that AVA.txt
+lacks and each unusable image is reported, and a split with an empty set is an error before any
+metadata is written. Image ids are strings throughout ("000123" and "1e5" are ids, not numbers).
 """
 from __future__ import annotations
 
+import codecs
+import re
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,6 +26,20 @@ from mlsp import images
 VOTE_COLUMNS = [f"votes_{score}" for score in range(1, 11)]
 METADATA_COLUMNS = ["image_id", *VOTE_COLUMNS, "n_votes", "mos", "mos_std", "width", "height", "set"]
 SCORES = np.arange(1, 11, dtype=np.float64)
+AVA_FIELDS = ("index", "image_id", *(f"c{score}" for score in range(1, 11)), "tag1", "tag2", "challenge_id")
+AVA_FORMAT = "index image_id c1 ... c10 tag1 tag2 challenge_id"
+SETS = ("train", "validation", "test")
+# An id names the file images/<id>.jpg: no path separators, no dots (so no ".."), nothing to quote.
+IMAGE_ID = re.compile(r"[A-Za-z0-9_-]+")
+# ASCII digits only (int() would also take "+5", "1_000" and other scripts' digits); 9 digits keep
+# every count far inside int64 when summed.
+NON_NEGATIVE_INTEGER = re.compile(r"[0-9]{1,9}")
+FILE_MISSING = "file missing"
+# Problem kinds
+AVA_ROW = "AVA.txt row rejected"
+TEST_LIST_LINE = "test list line rejected"
+TEST_ID_NOT_IN_AVA = "test id not in AVA.txt"
+PROBLEM_COLUMNS = ["source", "line", "image_id", "kind", "reason"]
 # Smaller images are excluded for every backbone: the smallest `mlsp.backbones.min_input_side` of
 # the kit's networks (Lite0's total stride; the Inceptions need 75, 86 with crops: checked per
 # backbone at extraction and scoring, since the metadata is shared by all backbones).
@@ -29,43 +50,106 @@ ImageFile.LOAD_TRUNCATED_IMAGES = False  # a truncated JPEG is an error, not a g
 
 @dataclass
 class Problem:
+    """A rejected line of AVA.txt or of the test list, or a listed test id that AVA.txt lacks.
+
+    `line` counts from 1 as an editor does (CR, LF and CRLF each end a line); `kind` is AVA_ROW,
+    TEST_LIST_LINE or TEST_ID_NOT_IN_AVA.
+    """
+
     source: str
     line: int | None
     image_id: str | None
     reason: str
+    kind: str
+
+
+class EmptySetError(ValueError):
+    """The train, validation or test set would be empty; the message names the set and the counts.
+
+    `problems` holds what the readers rejected, so a caller can still save it.
+    """
+
+    def __init__(self, message: str, problems: list[Problem] | None = None):
+        super().__init__(message)
+        self.problems = list(problems or [])
+
+
+_WIDE_BYTE_ORDER_MARKS = (
+    (codecs.BOM_UTF32_LE, "UTF-32"), (codecs.BOM_UTF32_BE, "UTF-32"),  # before UTF-16: FF FE starts both
+    (codecs.BOM_UTF16_LE, "UTF-16"), (codecs.BOM_UTF16_BE, "UTF-16"),
+)
+
+
+def _text_lines(path: Path, what: str) -> Iterator[tuple[int, str | None, str | None]]:
+    """(line number, text, None) per line, or (line number, None, why) for a line that is not UTF-8.
+
+    A UTF-8 byte-order mark is dropped; CR, LF and CRLF each end a line. Raises FileNotFoundError,
+    and ValueError for a UTF-16 or UTF-32 file (read as UTF-8, every line would be rejected).
+    """
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: {what} not found")
+    content = path.read_bytes()
+    for mark, encoding in _WIDE_BYTE_ORDER_MARKS:
+        if content.startswith(mark):
+            raise ValueError(f"{path}: the {what} is {encoding} text; save it as UTF-8 or ASCII")
+    for number, raw in enumerate(content.removeprefix(codecs.BOM_UTF8).splitlines(), start=1):
+        try:
+            yield number, raw.decode("utf-8"), None
+        except UnicodeDecodeError as error:
+            yield number, None, f"not UTF-8 text (byte 0x{raw[error.start]:02x} at column {error.start + 1})"
+
+
+def _ava_row_problem(fields: list[str]) -> str | None:
+    """Why a row of AVA.txt, split into fields, is not a valid row; None if it is."""
+    if len(fields) != len(AVA_FIELDS):
+        hint = " (commas? fields are separated by spaces or tabs)" if len(fields) < len(AVA_FIELDS) and "," in "".join(fields) else ""
+        return f"expected {len(AVA_FIELDS)} fields ({AVA_FORMAT}), found {len(fields)}{hint}"
+    if not IMAGE_ID.fullmatch(fields[1]):
+        return f"image id {fields[1]!r} is not a plain name of letters, digits, '_' or '-' (it names images/<id>.jpg)"
+    not_integers = [f"{name}={value!r}" for name, value in zip(AVA_FIELDS, fields) if name != "image_id" and not NON_NEGATIVE_INTEGER.fullmatch(value)]
+    if not_integers:
+        return "not non-negative integers of at most 9 digits: " + ", ".join(not_integers)
+    if not any(int(value) for value in fields[2:12]):
+        return "no votes (c1 ... c10 are all 0)"
+    return None
 
 
 def parse_ava_txt(path) -> tuple[pd.DataFrame, list[Problem]]:
-    """Vote counts per image id; malformed rows and duplicate ids are reported with their line number."""
+    """Vote counts and scores per image id, and every rejected row with its line number.
+
+    A valid row has exactly the 15 fields of AVA_FIELDS, separated by spaces or tabs: a plain-name
+    image id and non-negative integers elsewhere, with at least one vote. Rejected: any other number
+    of fields, non-integers, ids that are not plain names, rows without votes, a header line, lines
+    that are not UTF-8, and repeated ids (the first row is kept). Blank lines are skipped; a UTF-8
+    byte-order mark and Windows line ends are fine.
+    Returns (table: image_id (str), VOTE_COLUMNS, n_votes, mos, mos_std in [1, 10] score units;
+    problems of kind AVA_ROW). Raises FileNotFoundError, and ValueError for a UTF-16/32 file.
+    """
     path = Path(path)
-    if not path.exists():
-        raise FileNotFoundError(f"{path}: AVA.txt not found")
-    ids, votes, problems, seen = [], [], [], set()
-    with open(path, encoding="utf-8", errors="replace") as handle:
-        for line_number, line in enumerate(handle, start=1):
-            fields = line.split()
-            if not fields:
-                continue
-            if len(fields) < 12:
-                problems.append(Problem(path.name, line_number, fields[1] if len(fields) > 1 else None, f"expected at least 12 fields, found {len(fields)}"))
-                continue
-            image_id = fields[1]
-            try:
-                counts = [int(value) for value in fields[2:12]]
-            except ValueError:
-                problems.append(Problem(path.name, line_number, image_id, "vote counts are not integers"))
-                continue
-            if min(counts) < 0 or sum(counts) == 0:
-                problems.append(Problem(path.name, line_number, image_id, "vote counts are negative or all zero"))
-                continue
-            if image_id in seen:
-                problems.append(Problem(path.name, line_number, image_id, "duplicate image id (first row kept)"))
-                continue
-            seen.add(image_id)
-            ids.append(image_id)
-            votes.append(counts)
+    ids, votes, problems, first_line, seen_a_line = [], [], [], {}, False
+    for number, text, undecodable in _text_lines(path, "AVA.txt"):
+        if undecodable:
+            problems.append(Problem(path.name, number, None, undecodable, AVA_ROW))
+            seen_a_line = True
+            continue
+        fields = text.split()
+        if not fields:
+            continue
+        image_id = fields[1] if len(fields) > 1 else None
+        if not seen_a_line and len(fields) > 1 and not any(NON_NEGATIVE_INTEGER.fullmatch(value) for value in fields):
+            reason = "no number in it: a header line, not data (skipped)"
+            image_id = None
+        elif (reason := _ava_row_problem(fields)) is None and image_id in first_line:
+            reason = f"duplicate image id (first row, line {first_line[image_id]}, kept)"
+        seen_a_line = True
+        if reason is not None:
+            problems.append(Problem(path.name, number, image_id, reason, AVA_ROW))
+            continue
+        first_line[image_id] = number
+        ids.append(image_id)
+        votes.append([int(value) for value in fields[2:12]])
     table = pd.DataFrame(np.asarray(votes, dtype=np.int64).reshape(-1, 10), columns=VOTE_COLUMNS)
-    table.insert(0, "image_id", ids)
+    table.insert(0, "image_id", pd.Series(ids, dtype=str))
     return add_scores(table), problems
 
 
@@ -82,11 +166,61 @@ def add_scores(table: pd.DataFrame) -> pd.DataFrame:
     return table
 
 
-def read_id_list(path) -> list[str]:
+def read_test_list(path) -> tuple[dict[str, int], list[Problem]]:
+    """The official test list: ({image id: its line number}, in file order; rejected lines).
+
+    One id per line. Tolerated: spaces and tabs around it, blank lines, a UTF-8 byte-order mark,
+    Windows line ends, and a `.jpg` suffix (the official file has bare ids; "123.jpg" names the same
+    image as "123"). Rejected with their line number (kind TEST_LIST_LINE): lines with several
+    fields, ids that are not plain names, repeated ids (the first is kept), lines that are not UTF-8.
+    Raises FileNotFoundError, and ValueError for a UTF-16/32 file.
+    """
     path = Path(path)
-    if not path.exists():
-        raise FileNotFoundError(f"{path}: test list not found")
-    return [line.strip() for line in path.read_text().splitlines() if line.strip()]
+    ids, problems = {}, []
+    for number, text, undecodable in _text_lines(path, "test list"):
+        if undecodable:
+            problems.append(Problem(path.name, number, None, undecodable, TEST_LIST_LINE))
+            continue
+        fields = text.split()
+        if not fields:
+            continue
+        image_id = fields[0][: -len(".jpg")] if fields[0].lower().endswith(".jpg") else fields[0]
+        if len(fields) > 1:
+            reason, image_id = f"expected one image id per line, found {len(fields)} fields: {text.strip()[:80]!r}", None
+        elif not IMAGE_ID.fullmatch(image_id):
+            reason = f"image id {fields[0]!r} is not a plain name of letters, digits, '_' or '-'"
+        elif image_id in ids:
+            reason = f"duplicate image id (first at line {ids[image_id]}, kept)"
+        else:
+            ids[image_id] = number
+            continue
+        problems.append(Problem(path.name, number, image_id, reason, TEST_LIST_LINE))
+    return ids, problems
+
+
+def _test_ids_not_in_ava(test_ids: dict[str, int], table: pd.DataFrame, ava_problems: list[Problem], test_list: str) -> list[Problem]:
+    """A Problem per listed id without a valid AVA.txt row, saying whether its row was rejected."""
+    rejected = {}
+    for problem in ava_problems:
+        if problem.image_id is not None:
+            rejected.setdefault(problem.image_id, problem)
+    in_ava = set(table["image_id"])
+    problems = []
+    for image_id, number in test_ids.items():
+        if image_id in in_ava:
+            continue
+        row = rejected.get(image_id)
+        reason = "not in AVA.txt" if row is None else f"its AVA.txt row (line {row.line}) was rejected: {row.reason}"
+        problems.append(Problem(test_list, number, image_id, reason, TEST_ID_NOT_IN_AVA))
+    return problems
+
+
+def problems_table(problems: list[Problem], *kinds: str) -> pd.DataFrame:
+    """The problems of the given kinds (all if none given) as a table of PROBLEM_COLUMNS; `line` stays an integer."""
+    rows = [vars(problem) for problem in problems if not kinds or problem.kind in kinds]
+    table = pd.DataFrame(rows, columns=PROBLEM_COLUMNS)
+    table["line"] = table["line"].astype("Int64")
+    return table
 
 
 def load_rgb(path, apply_exif_orientation: bool = False, max_side: int | None = None) -> np.ndarray:
@@ -99,12 +233,12 @@ def image_info(path, verify: bool = True, min_side: int = MIN_SIDE, apply_exif_o
 
     Sizes come from the header; `verify` also decodes all the image data (truncated or corrupt
     files), JPEGs at a reduced scale (draft mode: every coefficient is still read, at half the cost). The
-    reason is "file missing", "unreadable: <why>" (mlsp.images.ImageError's reason, which also covers
+    reason is FILE_MISSING, "unreadable: <why>" (mlsp.images.ImageError's reason, which also covers
     more than mlsp.images.MAX_PIXELS pixels) or "too small (...)". Never raises for a bad file.
     """
     path = Path(path)
     if not path.exists():
-        return 0, 0, "file missing"
+        return 0, 0, FILE_MISSING
     try:
         width, height = images.read_size(path, apply_exif_orientation=apply_exif_orientation)
         if verify:
@@ -117,6 +251,14 @@ def image_info(path, verify: bool = True, min_side: int = MIN_SIDE, apply_exif_o
 
 
 def split(table: pd.DataFrame, test_ids: set[str], seed: int, validation_fraction: float = 0.05) -> pd.Series:
+    """'train', 'validation' or 'test' per row of `table` (same index), named "set".
+
+    Rows whose image_id is in `test_ids` are test; of the others ("trainable"), round(n x
+    validation_fraction) drawn with `seed` are validation and the rest train. Empty sets are
+    allowed here (see build_metadata). Raises ValueError for a validation_fraction outside [0, 1].
+    """
+    if not 0.0 <= validation_fraction <= 1.0:
+        raise ValueError(f"validation_fraction must lie in [0, 1], got {validation_fraction!r}")
     rng = np.random.default_rng(seed)
     sets = np.where(table["image_id"].isin(test_ids), "test", "train").astype(object)
     trainable = np.flatnonzero(sets == "train")
@@ -125,7 +267,61 @@ def split(table: pd.DataFrame, test_ids: set[str], seed: int, validation_fractio
     return pd.Series(sets, index=table.index, name="set")
 
 
-def build_metadata(
+def _check_split(sets: pd.Series, validation_fraction: float, n_test_ids: int, problems: list[Problem], ava_txt: str, test_list: str) -> None:
+    """Raise EmptySetError if the split of AVA.txt's valid rows leaves a set empty (before any image is read)."""
+    counts = sets.value_counts()
+    n_rows, n_test, n_validation = len(sets), int(counts.get("test", 0)), int(counts.get("validation", 0))
+    n_trainable = n_rows - n_test
+    absent = [problem.image_id for problem in problems if problem.kind == TEST_ID_NOT_IN_AVA]
+    messages = []
+    if n_test == 0:
+        if n_test_ids == 0:
+            messages.append(f"the test set is empty: {test_list} lists no valid image id")
+        else:
+            messages.append(f"the test set is empty: none of the {n_test_ids} ids listed in {test_list} has a valid row in {ava_txt} (first: {', '.join(absent[:5])})")
+    if n_trainable == 0:
+        messages.append(f"the train set is empty: {ava_txt} has no valid row" if n_rows == 0 else f"the train set is empty: all {n_rows} valid rows of {ava_txt} are in the test list")
+    elif n_validation == n_trainable:
+        messages.append(f"the train set is empty: validation_fraction {validation_fraction:g} puts all {n_trainable} trainable images in validation")
+    if n_validation == 0:
+        messages.append(f"the validation set is empty: {n_trainable} trainable images x validation_fraction {validation_fraction:g} rounds to 0")
+    if not messages:
+        return
+    kinds = pd.Series([problem.kind for problem in problems], dtype=object).value_counts()
+    context = (
+        f" (trainable: valid rows of {ava_txt} whose id is not in {test_list}. {ava_txt}: {n_rows} valid rows, "
+        f"{kinds.get(AVA_ROW, 0)} rejected; {test_list}: {n_test_ids} ids, {len(absent)} without a valid row in {ava_txt}, "
+        f"{kinds.get(TEST_LIST_LINE, 0)} lines rejected)"
+    )
+    first = [f"{problem.source} line {problem.line}: {problem.reason}" for problem in problems if problem.kind != TEST_ID_NOT_IN_AVA][:3]
+    if first:
+        context += ". First rejected lines: " + "; ".join(first)
+    raise EmptySetError("; ".join(messages) + context, problems)
+
+
+def check_sets(metadata: pd.DataFrame, unreadable: pd.DataFrame) -> None:
+    """Raise EmptySetError naming each of train, validation and test that has no usable image.
+
+    `metadata` and `unreadable` are read_ava's first two results; the message counts the reasons the
+    set's images were unusable (e.g. "file missing: 5").
+    """
+    messages = []
+    for name in SETS:
+        if (metadata["set"] == name).any():
+            continue
+        reasons = unreadable.loc[unreadable["set"] == name, "reason"]
+        if reasons.empty:
+            messages.append(f"the {name} set is empty")
+            continue
+        # group "too small (20x200, ...)" and "unreadable: OSError: ..." by their first words
+        kinds = reasons.map(lambda reason: re.split(r"[:(]", reason)[0].strip()).value_counts()
+        listed = ", ".join(f"{kind}: {count}" for kind, count in kinds.items())
+        messages.append(f"the {name} set has no usable image: all {len(reasons)} of its images are unusable ({listed})")
+    if messages:
+        raise EmptySetError("; ".join(messages) + " (see the unreadable table)")
+
+
+def read_ava(
     ava_dir,
     seed: int,
     ava_txt: str = "AVA.txt",
@@ -137,11 +333,23 @@ def build_metadata(
     workers: int = 8,
     progress: bool = True,
 ) -> tuple[pd.DataFrame, pd.DataFrame, list[Problem]]:
-    """(metadata of usable images, unreadable images with reasons, malformed rows)."""
+    """Read an AVA folder: (metadata of usable images, unusable images, problems).
+
+    metadata: METADATA_COLUMNS, one row per usable image (width, height in pixels; MOS in [1, 10]).
+    unusable images: image_id, set, reason (FILE_MISSING, unreadable or too small).
+    problems: rejected lines of both files and listed test ids without a valid AVA.txt row.
+    Raises EmptySetError before reading any image when the split of AVA.txt's valid rows leaves
+    train, validation or test empty; a set emptied by unusable images is check_sets' business, so
+    a caller can save the reports first. Also FileNotFoundError and ValueError (see parse_ava_txt,
+    read_test_list, split).
+    """
     ava_dir = Path(ava_dir)
     table, problems = parse_ava_txt(ava_dir / ava_txt)
-    test_ids = set(read_id_list(ava_dir / test_list))
-    paths = [ava_dir / images_subdir / f"{image_id}.jpg" for image_id in table["image_id"]]
+    test_ids, test_list_problems = read_test_list(ava_dir / test_list)
+    problems = problems + test_list_problems + _test_ids_not_in_ava(test_ids, table, problems, Path(test_list).name)
+    table["set"] = split(table, set(test_ids), seed, validation_fraction)
+    _check_split(table["set"], validation_fraction, len(test_ids), problems, Path(ava_txt).name, Path(test_list).name)
+    paths = [image_path(ava_dir, image_id, images_subdir) for image_id in table["image_id"]]
     with ThreadPoolExecutor(max_workers=workers) as pool:
         infos = pool.map(lambda path: image_info(path, verify=verify_images, min_side=min_side), paths)
         if progress:
@@ -149,21 +357,79 @@ def build_metadata(
 
             infos = tqdm(infos, total=len(paths), desc="reading image headers", unit="img")
         infos = list(infos)
-    table["width"] = [info[0] for info in infos]
-    table["height"] = [info[1] for info in infos]
-    reasons = pd.Series([info[2] for info in infos], index=table.index)
-    table["set"] = split(table, test_ids, seed, validation_fraction)
+    table["width"] = [width for width, _, _ in infos]
+    table["height"] = [height for _, height, _ in infos]
+    reasons = pd.Series([reason for _, _, reason in infos], index=table.index, dtype=object)
     bad = reasons.notna()
     unreadable = pd.DataFrame({"image_id": table.loc[bad, "image_id"], "set": table.loc[bad, "set"], "reason": reasons[bad]})
     return table.loc[~bad, METADATA_COLUMNS].reset_index(drop=True), unreadable.reset_index(drop=True), problems
+
+
+def build_metadata(ava_dir, seed: int, **options) -> tuple[pd.DataFrame, pd.DataFrame, list[Problem]]:
+    """read_ava, then check_sets: the same three results, or EmptySetError naming the empty set."""
+    metadata, unreadable, problems = read_ava(ava_dir, seed, **options)
+    check_sets(metadata, unreadable)
+    return metadata, unreadable, problems
+
+
+def summarize(metadata: pd.DataFrame, unreadable: pd.DataFrame, problems: list[Problem]) -> dict[str, int]:
+    """Counts of read_ava's results, for the report.
+
+    images / {set}_images: usable images; unreadable / {set}_unreadable: unusable ones (missing,
+    unreadable or too small), {set}_missing_files among them; malformed_rows: rejected AVA.txt rows
+    (duplicates and a header included); the test list from listed ids to usable images:
+    test_ids_listed >= test_ids_in_ava >= test_ids_with_image_file >= test_images.
+    """
+    counts = {"images": len(metadata)}
+    counts.update({f"{name}_images": int((metadata["set"] == name).sum()) for name in SETS})
+    counts["unreadable"] = len(unreadable)
+    kinds = pd.Series([problem.kind for problem in problems], dtype=object).value_counts()
+    counts["malformed_rows"] = int(kinds.get(AVA_ROW, 0))
+    test_in_ava = counts["test_images"] + int((unreadable["set"] == "test").sum())
+    test_missing = int(((unreadable["set"] == "test") & (unreadable["reason"] == FILE_MISSING)).sum())
+    counts["test_ids_listed"] = test_in_ava + int(kinds.get(TEST_ID_NOT_IN_AVA, 0))
+    counts["test_ids_in_ava"] = test_in_ava
+    counts["test_ids_with_image_file"] = test_in_ava - test_missing
+    counts["test_list_rejected_lines"] = int(kinds.get(TEST_LIST_LINE, 0))
+    for name in SETS:
+        in_set = unreadable["set"] == name
+        counts[f"{name}_unreadable"] = int(in_set.sum())
+        counts[f"{name}_missing_files"] = int((in_set & (unreadable["reason"] == FILE_MISSING)).sum())
+    return counts
 
 
 def image_path(ava_dir, image_id: str, images_subdir: str = "images") -> Path:
     return Path(ava_dir) / images_subdir / f"{image_id}.jpg"
 
 
+def read_csv_with_ids(path) -> pd.DataFrame:
+    """A CSV with an image_id column, the ids exactly as written (str).
+
+    Left to itself pandas reads "000123" as 123, "1e5" as 100000.0 and "NA" or "nan" as missing:
+    the id column is read a second time as plain text without missing-value markers, so only the
+    other columns get pandas' usual parsing. Raises FileNotFoundError, and ValueError without an
+    image_id column.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: not found")
+    table = pd.read_csv(path, dtype={"image_id": str})
+    if "image_id" not in table.columns:
+        raise ValueError(f"{path}: no image_id column (columns: {', '.join(map(str, table.columns))})")
+    table["image_id"] = pd.read_csv(path, usecols=["image_id"], dtype=str, keep_default_na=False)["image_id"]
+    return table
+
+
 def read_metadata(path) -> pd.DataFrame:
+    """The metadata CSV of notebook 00 (METADATA_COLUMNS, ids as str).
+
+    Raises FileNotFoundError, and ValueError when a column is missing.
+    """
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"{path}: metadata CSV not found; run notebook 00_data first")
-    return pd.read_csv(path, dtype={"image_id": str})
+    table = read_csv_with_ids(path)
+    missing = [column for column in METADATA_COLUMNS if column not in table.columns]
+    if missing:
+        raise ValueError(f"{path}: not a metadata CSV of notebook 00_data, it lacks {', '.join(missing)}")
+    return table

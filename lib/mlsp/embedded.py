@@ -38,7 +38,8 @@ made by `mlsp.embedded.generate(seed={seed})`.
 - **Votes**: simulated, NOT human ratings. A latent quality score is a fixed function of the
   degradations, of a random appeal of each source photo and, a little, of resolution; each image's
   10-bin vote histogram comes from about {voters} simulated voters drawn around that score.
-- **Split**: {n_test} ids in the test list; the reader splits the rest 95% / 5%.
+- **Split**: {n_test} ids in the test list (and, with the planted problem cases, one id that
+  `AVA.txt` lacks); the reader splits the rest 95% / 5%.
 
 Use it to test and learn the pipeline. Numbers measured on it say nothing about AVA or the paper.
 """
@@ -140,8 +141,9 @@ def generate(output_dir, n_images: int, seed: int, min_side: int = 320, max_side
         (images_dir / "999003.jpg").write_bytes(good[: len(good) // 2])  # truncated JPEG
         rows.append(f"{n_images + 3} 999003 " + " ".join(["20"] * 10) + " 0 0 1")
         rows.append(f"{n_images + 4} 100001 " + " ".join(["1"] * 10) + " 0 0 1")  # duplicate id
+    listed = test_ids + ["999004"] if problem_cases else test_ids  # a listed test id that AVA.txt lacks
     (output_dir / "AVA.txt").write_text("\n".join(rows) + "\n")
-    (output_dir / "generic_test.jpgl").write_text("\n".join(test_ids) + "\n")
+    (output_dir / "generic_test.jpgl").write_text("\n".join(listed) + "\n")
     (output_dir / "DATA_CARD.md").write_text(
         DATA_CARD.format(
             n=n_images, seed=seed, skimage=", ".join(SKIMAGE_PHOTOS + ("stereo_motorcycle",)), min_side=min_side,
