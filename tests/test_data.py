@@ -329,3 +329,20 @@ def test_the_smoke_profile_split_has_usable_images_in_every_set(tmp_path):
     ava = embedded.generate(tmp_path, parameters["embedded_images"], seed=parameters["seed"], min_side=parameters["embedded_min_side"], max_side=parameters["embedded_max_side"])
     metadata, _, _ = data.build_metadata(ava, seed=parameters["seed"], validation_fraction=parameters["validation_fraction"], progress=False)
     assert metadata["set"].value_counts().reindex(list(data.SETS), fill_value=0).min() >= 2
+
+
+def test_the_one_regex_fast_path_accepts_exactly_what_the_field_checks_accept(tmp_path):
+    valid = votes_row(1, "1001").split()
+    variants = [valid]
+    for position in range(len(valid)):
+        for value in ("-1", "+1", "1.5", "٣", "1_0", "9999999999", "0x1", "a/b", "..", "", "00", "123456789"):
+            variants.append(valid[:position] + [value] + valid[position + 1:])
+    variants += [valid[:-1], valid + ["1"], valid[:2] + ["0"] * 10 + valid[12:]]
+    for separator in (" ", "\t", " \u00a0", "\x1c"):
+        texts = [separator.join(field for field in fields if field) for fields in variants]
+        texts = [text.replace("1001", f"id{number}", 1) for number, text in enumerate(texts, start=1)]  # no duplicates
+        (tmp_path / "AVA.txt").write_text("\n".join(texts) + "\n", encoding="utf-8")
+        table, problems = data.parse_ava_txt(tmp_path / "AVA.txt")
+        accepted = {problem.line for problem in problems} ^ set(range(1, len(texts) + 1))
+        expected = {number for number, text in enumerate(texts, start=1) if data._ava_row_problem(text.split()) is None}
+        assert accepted == expected and len(table) == len(expected) > 20 and len(problems) > 100

@@ -34,6 +34,9 @@ IMAGE_ID = re.compile(r"[A-Za-z0-9_-]+")
 # ASCII digits only (int() would also take "+5", "1_000" and other scripts' digits); 9 digits keep
 # every count far inside int64 when summed.
 NON_NEGATIVE_INTEGER = re.compile(r"[0-9]{1,9}")
+# The same rules for a whole row at once, votes not all zero (the lookahead): the common case costs
+# one match, not fifteen; _ava_row_problem says what is wrong with the others.
+VALID_AVA_ROW = re.compile(r"\s*[0-9]{1,9}\s+[A-Za-z0-9_-]+(?!(?:\s+0+){10}\s)(?:\s+[0-9]{1,9}){13}\s*")
 FILE_MISSING = "file missing"
 # Problem kinds
 AVA_ROW = "AVA.txt row rejected"
@@ -136,10 +139,13 @@ def parse_ava_txt(path) -> tuple[pd.DataFrame, list[Problem]]:
         if not fields:
             continue
         image_id = fields[1] if len(fields) > 1 else None
-        if not seen_a_line and len(fields) > 1 and not any(NON_NEGATIVE_INTEGER.fullmatch(value) for value in fields):
-            reason = "no number in it: a header line, not data (skipped)"
-            image_id = None
-        elif (reason := _ava_row_problem(fields)) is None and image_id in first_line:
+        if len(fields) == len(AVA_FIELDS) and VALID_AVA_ROW.fullmatch(text):
+            reason = None
+        elif not seen_a_line and len(fields) > 1 and not any(NON_NEGATIVE_INTEGER.fullmatch(value) for value in fields):
+            reason, image_id = "no number in it: a header line, not data (skipped)", None
+        else:
+            reason = _ava_row_problem(fields)
+        if reason is None and image_id in first_line:
             reason = f"duplicate image id (first row, line {first_line[image_id]}, kept)"
         seen_a_line = True
         if reason is not None:
@@ -147,8 +153,9 @@ def parse_ava_txt(path) -> tuple[pd.DataFrame, list[Problem]]:
             continue
         first_line[image_id] = number
         ids.append(image_id)
-        votes.append([int(value) for value in fields[2:12]])
-    table = pd.DataFrame(np.asarray(votes, dtype=np.int64).reshape(-1, 10), columns=VOTE_COLUMNS)
+        votes.append(fields[2:12])
+    counts = np.array(votes, dtype=str).astype(np.int64).reshape(-1, 10)  # one conversion for all rows
+    table = pd.DataFrame(counts, columns=VOTE_COLUMNS)
     table.insert(0, "image_id", pd.Series(ids, dtype=str))
     return add_scores(table), problems
 
