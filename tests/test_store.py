@@ -19,7 +19,7 @@ EXTRACT_SCRIPT = textwrap.dedent(
     import sys
     from mlsp import backbones, data, extract
     ava, features_dir, shard_index, num_shards = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
-    metadata, _, _ = data.build_metadata(ava, seed=0, progress=False)
+    metadata, _, _ = data.build_metadata(ava, seed=0, validation_fraction=0.25, progress=False)
     ids = list(metadata["image_id"])
     paths = [data.image_path(ava, i) for i in ids]
     import keras
@@ -104,7 +104,7 @@ def test_shards_merge_into_the_full_store(ava, reference, tmp_path):
     for shard in (0, 1):
         run_extraction(ava, tmp_path, shard, 2)
     _, _, full = read(reference, "narrow")
-    metadata, _, _ = data.build_metadata(ava, seed=0, progress=False)
+    metadata, _, _ = data.build_metadata(ava, seed=0, validation_fraction=0.25, progress=False)
     shards = [store_path(tmp_path, "efficientnet_lite0", "original", "narrow", True, shard, 2) for shard in (0, 1)]
     with FeatureReader(shards[1]) as reader:
         assert reader.ids == list(metadata["image_id"])[1::2]

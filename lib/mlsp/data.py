@@ -339,8 +339,13 @@ def read_ava(
     min_side: int = MIN_SIDE,
     workers: int = 8,
     progress: bool = True,
+    apply_exif_orientation: bool = False,
 ) -> tuple[pd.DataFrame, pd.DataFrame, list[Problem]]:
     """Read an AVA folder: (metadata of usable images, unusable images, problems).
+
+    min_side: the shortest side an image needs (pixels; notebook 00 takes the largest
+    `mlsp.backbones.min_image_side` of its backbones). Sizes are those of the oriented image when
+    `apply_exif_orientation` (off for AVA: its raters saw the stored pixels).
 
     metadata: METADATA_COLUMNS, one row per usable image (width, height in pixels; MOS in [1, 10]).
     unusable images: image_id, set, reason (FILE_MISSING, unreadable or too small).
@@ -358,7 +363,7 @@ def read_ava(
     _check_split(table["set"], validation_fraction, len(test_ids), problems, Path(ava_txt).name, Path(test_list).name)
     paths = [image_path(ava_dir, image_id, images_subdir) for image_id in table["image_id"]]
     with ThreadPoolExecutor(max_workers=workers) as pool:
-        infos = pool.map(lambda path: image_info(path, verify=verify_images, min_side=min_side), paths)
+        infos = pool.map(lambda path: image_info(path, verify=verify_images, min_side=min_side, apply_exif_orientation=apply_exif_orientation), paths)
         if progress:
             from tqdm import tqdm
 

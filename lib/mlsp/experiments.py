@@ -69,6 +69,44 @@ def load_split(metadata_csv) -> Split:
     return Split(metadata, rows["train"], rows["validation"], rows["test"])
 
 
+def row_stores(rows: list[Row], features_dir, backbones: list[str]) -> list[Path]:
+    """The feature stores a list of rows reads, for each backbone (each store once)."""
+    paths = [store_path(features_dir, backbone, row.mode, row.kind, row.augment) for backbone in backbones for row in rows]
+    return list(dict.fromkeys(paths))
+
+
+def usable_split(metadata_csv, stores: list[Path]) -> tuple[Split, pd.DataFrame]:
+    """The split restricted to images with features in every store, and the images left out.
+
+    Every row of a notebook then trains and tests on the same images. The left-out table has one line
+    per (image, store) with columns image_id, set, store, reason. Raises FileNotFoundError for a missing
+    store, ValueError when a store holds other images or a set ends up empty, RuntimeError when
+    extraction has not finished (images still pending)."""
+    split = load_split(metadata_csv)
+    ids = split.metadata["image_id"].tolist()
+    usable = np.ones(len(ids), dtype=bool)
+    left_out = []
+    for path in stores:
+        with FeatureReader(path) as reader:
+            if reader.ids != ids:
+                raise ValueError(f"{path}: its images differ from {metadata_csv}; rerun notebook 01_extract_features")
+            if reader.pending.any():
+                raise RuntimeError(f"{path}: {int(reader.pending.sum())} images have not been extracted yet; rerun notebook 01_extract_features")
+            reasons = reader.failure_reasons()
+            usable &= reader.done
+        for image_id, reason in reasons.items():
+            left_out.append({"image_id": image_id, "store": str(Path(path).relative_to(Path(path).parents[1])), "reason": reason})
+    table = pd.DataFrame(left_out, columns=["image_id", "store", "reason"])
+    table.insert(1, "set", table["image_id"].map(dict(zip(ids, split.metadata["set"]))))
+    restricted = Split(split.metadata, *(rows[usable[rows]] for rows in (split.train, split.validation, split.test)))
+    for name in ("train", "validation", "test"):
+        if len(getattr(restricted, name)) == 0:
+            raise ValueError(f"{metadata_csv}: no {name} image has features in every store ({len(getattr(split, name))} listed, all failed extraction; see the stores' .failures.csv)")
+    if len(table):
+        print(f"{table['image_id'].nunique()} images left out: their extraction failed (reasons in the left-out table)")
+    return restricted, table
+
+
 def protocol_from(parameters: dict) -> train.Protocol:
     fields = train.Protocol.__dataclass_fields__
     return train.Protocol(**{key: value for key, value in parameters.items() if key in fields})
@@ -87,7 +125,7 @@ def run_feature_row(row: Row, split: Split, features_dir, backbone: str, protoco
     """Train a head on stored features with the paper's protocol and evaluate it on the test set."""
     started = time.perf_counter()
     path = store_path(features_dir, backbone, row.mode, row.kind, row.augment)
-    source, attrs = train.load_features(path, in_memory, image_ids=split.metadata["image_id"])
+    source, attrs = train.load_features(path, in_memory, image_ids=split.metadata["image_id"], rows=np.concatenate([split.train, split.validation, split.test]))
     boundaries, weights = list(attrs["block_boundaries"]), str(attrs["weights"])
     channels, local_boundaries = block_channels(boundaries, row.last_blocks)
     n_channels = local_boundaries[-1] - local_boundaries[0]

@@ -2,6 +2,10 @@
 
 Decoding and cropping run in worker threads while the network runs (a small prefetch queue); the
 network is one traced function for all input shapes; a progress bar shows images/s and time left.
+
+One bad image never stops a run: an image that cannot be decoded, whose views are smaller than the
+backbone accepts, or whose forward pass fails is marked failed in every store of the pass (with its
+reason beside the store) and the run goes on. A resume skips failed images unless `retry_failed`.
 """
 from __future__ import annotations
 
@@ -12,16 +16,30 @@ from pathlib import Path
 
 import numpy as np
 
-from mlsp.data import load_rgb
+from mlsp.backbones import min_input_side
 from mlsp.features import WIDE_SIZE, block_boundaries, mlsp_model, traced, views
-from mlsp.store import FeatureWriter, store_path
+from mlsp.images import ImageError, load_rgb
+from mlsp.store import FAILED, PENDING, FeatureWriter, read_failures, store_path
 
 
-def _load_views(path, mode: str, augment: bool, preprocess):
+def _first_line(error: Exception) -> str:
+    """TensorFlow's messages run to pages of graph context; the first line says what happened."""
+    lines = str(error).strip().splitlines()
+    return lines[0] if lines else ""
+
+
+def _load_views(path, mode: str, augment: bool, preprocess, min_side: int, backbone_name: str, apply_exif_orientation: bool):
+    """(preprocessed views [V, h, w, 3], None) or (None, reason)."""
     try:
-        return preprocess(views(load_rgb(path), mode, augment)), None
-    except Exception as error:  # a broken file is reported and skipped, the run goes on
-        return None, f"{type(error).__name__}: {error}"
+        image_views = views(load_rgb(path, apply_exif_orientation=apply_exif_orientation), mode, augment)
+    except ImageError as error:
+        return None, str(error)
+    except Exception as error:  # anything else a strange file provokes: reported, skipped, the run goes on
+        return None, f"{path}: {type(error).__name__}: {error}"
+    height, width = image_views.shape[1:3]
+    if min(height, width) < min_side:
+        return None, f"{path}: too small for {backbone_name}: its {'crops are' if augment else 'input is'} {width}x{height}, the network needs {min_side} px on each side"
+    return preprocess(image_views), None
 
 
 def extract(
@@ -38,10 +56,15 @@ def extract(
     prefetch: int = 4,
     progress: bool = True,
     extractor=None,
+    retry_failed: bool = False,
+    apply_exif_orientation: bool = False,
 ) -> dict:
     """Extract the requested kinds for one (input mode, augmentation) pass; returns a summary.
 
-    Image i belongs to shard i % num_shards. Images already marked done are skipped.
+    Image i belongs to shard i % num_shards. Images already written are skipped, and so are images
+    that failed in an earlier run unless `retry_failed`. The summary's `skipped` lists this run's
+    failures ({image_id, path, reason}); `previously_failed` those of earlier runs not retried.
+    Raises StoreMismatch when a store exists for other images, StoreLocked when a store is held open.
     """
     if not 0 <= shard_index < num_shards:
         raise ValueError(f"shard_index={shard_index} must lie in [0, num_shards={num_shards})")
@@ -61,9 +84,17 @@ def extract(
         for kind in kinds
     }
     try:
-        done = np.logical_and.reduce([writer.done() for writer in writers.values()])
-        todo = [i for i in range(len(ids)) if not done[i]]
+        status = np.stack([writer.status() for writer in writers.values()])
+        pending = (status == PENDING).any(axis=0)
+        failed = (status == FAILED).any(axis=0) & ~pending
+        todo = [i for i in range(len(ids)) if pending[i] or (retry_failed and failed[i])]
+        previously_failed = []
+        if failed.any() and not retry_failed:
+            reasons = read_failures(next(iter(writers.values())).path)
+            previously_failed = [{"image_id": ids[i], "path": str(paths[i]), "reason": reasons.get(ids[i], "failed in an earlier run")} for i in np.flatnonzero(failed)]
         forward = extractor or traced(mlsp_model(backbone, kinds))
+        min_side = min_input_side(backbone.name)
+        load = lambda index: _load_views(paths[index], mode, augment, backbone.preprocess, min_side, backbone.name, apply_exif_orientation)  # noqa: E731
         skipped, started = [], time.perf_counter()
         bar = None
         if progress:
@@ -71,24 +102,30 @@ def extract(
 
             bar = tqdm(total=len(todo), desc=f"{backbone.name} {mode} {'aug8' if augment else 'whole'}", unit="img")
         with ThreadPoolExecutor(max_workers=workers) as pool:
-            pending = deque()
+            in_flight = deque()
             queue = iter(todo)
             for index in queue:
-                pending.append((index, pool.submit(_load_views, paths[index], mode, augment, backbone.preprocess)))
-                if len(pending) >= prefetch:
+                in_flight.append((index, pool.submit(load, index)))
+                if len(in_flight) >= prefetch:
                     break
-            while pending:
-                index, future = pending.popleft()
+            while in_flight:
+                index, future = in_flight.popleft()
                 following = next(queue, None)
                 if following is not None:
-                    pending.append((following, pool.submit(_load_views, paths[following], mode, augment, backbone.preprocess)))
+                    in_flight.append((following, pool.submit(load, following)))
                 batch, error = future.result()
                 if error is None:
-                    outputs = forward(batch)
+                    try:
+                        outputs = {kind: value.numpy() for kind, value in forward(batch).items()}
+                    except Exception as forward_error:  # e.g. out of memory on one huge image: that image only
+                        error = f"{paths[index]}: forward pass failed: {type(forward_error).__name__}: {_first_line(forward_error)}"
+                if error is None:
                     for kind, writer in writers.items():
-                        writer.write(index, outputs[kind].numpy())
+                        writer.write(index, outputs[kind])
                 else:
                     skipped.append({"image_id": ids[index], "path": str(paths[index]), "reason": error})
+                    for writer in writers.values():
+                        writer.mark_failed(index, error)
                 if bar is not None:
                     bar.update(1)
         if bar is not None:
@@ -96,8 +133,8 @@ def extract(
         seconds = time.perf_counter() - started
         extracted = len(todo) - len(skipped)
         return {
-            "backbone": backbone.name, "mode": mode, "augment": augment, "images": len(ids), "already_done": len(ids) - len(todo),
-            "extracted": extracted, "skipped": skipped, "seconds": seconds,
+            "backbone": backbone.name, "mode": mode, "augment": augment, "images": len(ids), "already_done": len(ids) - len(todo) - len(previously_failed),
+            "extracted": extracted, "skipped": skipped, "previously_failed": previously_failed, "seconds": seconds,
             "seconds_per_image": seconds / extracted if extracted else None,
             "files": {kind: str(writer.path) for kind, writer in writers.items()},
             "bytes": {kind: Path(writer.path).stat().st_size for kind, writer in writers.items()},
@@ -107,7 +144,7 @@ def extract(
             writer.close()
 
 
-def run_extraction(metadata, ava_dir, backbone, features_dir, passes: dict, augmentation=(True, False), shard_index: int = 0, num_shards: int = 1, workers: int = 2, progress: bool = True) -> list[dict]:
+def run_extraction(metadata, ava_dir, backbone, features_dir, passes: dict, augmentation=(True, False), shard_index: int = 0, num_shards: int = 1, workers: int = 2, progress: bool = True, retry_failed: bool = False, apply_exif_orientation: bool = False) -> list[dict]:
     """Every pass for one backbone: `passes` maps an input mode to its feature kinds."""
     from mlsp.data import image_path
 
@@ -118,7 +155,12 @@ def run_extraction(metadata, ava_dir, backbone, features_dir, passes: dict, augm
         model = mlsp_model(backbone, tuple(kinds))
         forward = traced(model)  # one trace serves both augmentation settings of this mode
         for augment in augmentation:
-            summaries.append(extract(ids, paths, backbone, mode, augment, tuple(kinds), features_dir, shard_index, num_shards, workers, progress=progress, extractor=forward))
+            summaries.append(
+                extract(
+                    ids, paths, backbone, mode, augment, tuple(kinds), features_dir, shard_index, num_shards, workers,
+                    progress=progress, extractor=forward, retry_failed=retry_failed, apply_exif_orientation=apply_exif_orientation,
+                )
+            )
     return summaries
 
 
@@ -139,6 +181,19 @@ def merge_all(metadata, backbone_name: str, features_dir, passes: dict, augmenta
     return merged
 
 
+def skipped_table(summaries: list[dict]):
+    """One line per (image, pass) without features: failed in this run, or in an earlier one and not retried."""
+    import pandas as pd
+
+    lines = [
+        dict(item, backbone=s["backbone"], input=s["mode"], views=8 if s["augment"] else 1, when=when)
+        for s in summaries
+        for when, items in (("this run", s["skipped"]), ("earlier run", s.get("previously_failed", [])))
+        for item in items
+    ]
+    return pd.DataFrame(lines, columns=["image_id", "path", "reason", "backbone", "input", "views", "when"])
+
+
 def summary_table(summaries: list[dict]):
     import pandas as pd
 
@@ -147,6 +202,7 @@ def summary_table(summaries: list[dict]):
             {
                 "backbone": s.get("backbone", ""), "input": s["mode"], "views": 8 if s["augment"] else 1, "images": s["images"],
                 "already done": s["already_done"], "extracted": s["extracted"], "skipped": len(s["skipped"]),
+                "failed earlier": len(s.get("previously_failed", [])),
                 "s / image": s["seconds_per_image"], "MB on disk": sum(s["bytes"].values()) / 1e6,
             }
             for s in summaries

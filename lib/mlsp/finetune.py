@@ -33,8 +33,9 @@ def finetune_model(backbone, row) -> keras.Model:
 class ImageBatches(keras.utils.PyDataset):
     """Rescaled images (uint8 in memory, or paths read per batch) served as random crops and flips, or whole."""
 
-    def __init__(self, images: np.ndarray, mos, preprocess, batch_size: int = 32, augment: bool = True, seed: int = 0, shuffle: bool = True, fill_last: bool = True):
+    def __init__(self, images: np.ndarray, mos, preprocess, batch_size: int = 32, augment: bool = True, seed: int = 0, shuffle: bool = True, fill_last: bool = True, apply_exif_orientation: bool = False):
         super().__init__(workers=1, use_multiprocessing=False)
+        self.apply_exif_orientation = apply_exif_orientation
         self.images, self.mos = images, None if mos is None else np.asarray(mos, dtype=np.float32)
         self.preprocess, self.batch_size, self.augment, self.shuffle, self.fill_last = preprocess, batch_size, augment, shuffle, fill_last
         self.rng = np.random.default_rng(seed)
@@ -48,7 +49,8 @@ class ImageBatches(keras.utils.PyDataset):
 
     def __getitem__(self, index):
         chosen = train.batch_indices(self.order, index, self.batch_size, self.fill_last)
-        batch = np.stack([random_view(rescaled(self.images, i), self.rng) if self.augment else rescaled(self.images, i) for i in chosen])
+        images = (rescaled(self.images, i, self.apply_exif_orientation) for i in chosen)
+        batch = np.stack([random_view(image, self.rng) if self.augment else image for image in images])
         batch = self.preprocess(batch)
         return (batch,) if self.mos is None else (batch, self.mos[chosen])
 
@@ -59,18 +61,24 @@ def random_view(image: np.ndarray, rng) -> np.ndarray:
     return crop[:, ::-1] if rng.random() < 0.5 else crop
 
 
-def load_rescaled(paths) -> np.ndarray:
-    """All rescaled images in memory (196 KB each): right for the demo, not for AVA's 255,000."""
-    return np.stack([prepare(load_rgb(path), "rescaled") for path in paths])
+def load_rescaled(paths, rows=None, apply_exif_orientation: bool = False) -> np.ndarray:
+    """The rescaled images [N, 256, 256, 3] uint8 in memory (196 KB each): right for the demo, not for
+    AVA's 255,000. Only `rows` (default: all) are decoded; the others stay black, so that indices into
+    the metadata stay valid when some images have no features and are left out of the split."""
+    rows = range(len(paths)) if rows is None else rows
+    images = np.zeros((len(paths), RESCALED_SIZE, RESCALED_SIZE, 3), dtype=np.uint8)
+    for row in rows:
+        images[row] = prepare(load_rgb(paths[row], apply_exif_orientation=apply_exif_orientation), "rescaled")
+    return images
 
 
-def rescaled(images: np.ndarray, index: int) -> np.ndarray:
+def rescaled(images: np.ndarray, index: int, apply_exif_orientation: bool = False) -> np.ndarray:
     """`images` holds either decoded 256x256 images or paths (then each is read when needed)."""
     item = images[index]
-    return item if images.dtype == np.uint8 else prepare(load_rgb(item), "rescaled")
+    return item if images.dtype == np.uint8 else prepare(load_rgb(item, apply_exif_orientation=apply_exif_orientation), "rescaled")
 
 
-def run_finetune_row(row, backbone_loader, images: np.ndarray, split, protocol: train.Protocol, seed: int, test_crops: int = 20) -> dict:
+def run_finetune_row(row, backbone_loader, images: np.ndarray, split, protocol: train.Protocol, seed: int, test_crops: int = 20, apply_exif_orientation: bool = False) -> dict:
     """Fine-tune a fresh backbone + head (backbone_loader() gives the pretrained backbone)."""
     keras.utils.set_random_seed(seed)
     started = time.perf_counter()
@@ -79,14 +87,14 @@ def run_finetune_row(row, backbone_loader, images: np.ndarray, split, protocol: 
     mos = split.mos
     train.start_at_mean(model.layers[-1], float(mos[split.train].mean()))
     train.compile_head(model, protocol)
-    training = ImageBatches(images[split.train], mos[split.train], backbone.preprocess, protocol.batch_size, augment=row.augment, seed=seed)
-    validation = ImageBatches(images[split.validation], mos[split.validation], backbone.preprocess, protocol.batch_size, augment=False, shuffle=False)
+    training = ImageBatches(images[split.train], mos[split.train], backbone.preprocess, protocol.batch_size, augment=row.augment, seed=seed, apply_exif_orientation=apply_exif_orientation)
+    validation = ImageBatches(images[split.validation], mos[split.validation], backbone.preprocess, protocol.batch_size, augment=False, shuffle=False, apply_exif_orientation=apply_exif_orientation)
     schedule = train.PaperSchedule(protocol)
     history = model.fit(training, validation_data=validation, epochs=protocol.max_epochs, callbacks=[schedule], verbose=0)
     rng = np.random.default_rng(seed + 2)
     predicted = np.empty(len(split.test), dtype=np.float64)
     for position, index in enumerate(split.test):  # one image's crops as one batch
-        image = rescaled(images, index)
+        image = rescaled(images, index, apply_exif_orientation)
         batch = np.stack([random_view(image, rng) for _ in range(test_crops)]) if row.augment else image[None]
         predicted[position] = float(np.mean(model.predict_on_batch(backbone.preprocess(batch))))
     record = {key: [float(v) for v in values] for key, values in history.history.items()}

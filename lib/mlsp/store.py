@@ -4,14 +4,20 @@ Layout of a file:
   features   float16 [N, V, C] (narrow) or [N, V, 5, 5, C] (wide); V = 8 augmented views or 1 whole view;
              chunked one image per chunk, all chunks allocated when the file is made;
   image_ids  [N] strings, in the metadata CSV's order;
-  done       [N] uint8 flags, set to 1 only after the image's features are written and flushed;
+  done       [N] uint8 status per image: 0 pending, 1 written (set only after the features are written
+             and flushed), 2 failed (the image could not be decoded, was too small for the backbone,
+             or its forward pass failed; the reason is appended to `<store>.failures.csv`);
   attrs      backbone, weights, input mode, kind, views, block boundaries (channel offsets).
+
+A failed image is not retried by a resume (it would fail again, forever): the notebooks that train
+read only the images whose status is 1 and list the others. `retry_failed` in extraction retries them.
 
 Crash safety: the file's whole structure is written once, at creation (into a temporary name that is
 renamed when complete), with every chunk allocated; after that a record only overwrites raw chunk
 data and then its done flag, so no HDF5 metadata changes while images are written. A process killed
 at any point (kill -9 included) loses at most the image in flight, and a record whose flag is not set
-is simply extracted again. (HDF5's SWMR mode is not used: a killed SWMR writer leaves a flag in the
+is simply extracted again. A failed status is written the same way (raw data only); its reason goes
+to a small CSV beside the store, appended and flushed line by line. (HDF5's SWMR mode is not used: a killed SWMR writer leaves a flag in the
 file that only the h5clear tool removes, so the file could not be resumed from Python.)
 
 Reads use contiguous slices or one record at a time: h5py's fancy indexing (ds[[i, j, k]]) is
@@ -19,14 +25,57 @@ Reads use contiguous slices or one record at a time: h5py's fancy indexing (ds[[
 """
 from __future__ import annotations
 
+import csv
+import errno
 from pathlib import Path
 
 import h5py
 import numpy as np
 
+PENDING, WRITTEN, FAILED = 0, 1, 2
+
 
 class StoreMismatch(ValueError):
     pass
+
+
+class StoreLocked(OSError):
+    """HDF5 could not lock a store for writing; the message names the file, why, and what to do."""
+
+
+def _open_for_writing(path: Path, mode: str) -> h5py.File:
+    """h5py.File(path, mode), with HDF5's bare lock error ("errno = 11") turned into an explanation."""
+    try:
+        return h5py.File(path, mode)
+    except OSError as error:
+        text = str(error)
+        if "lock" not in text.lower():
+            raise
+        if f"errno = {errno.ENOSYS}" in text or "not implemented" in text.lower():
+            why = "this file system does not support file locks (some network or parallel file systems)"
+            remedy = "set the environment variable HDF5_USE_FILE_LOCKING=FALSE before starting Python (only one writer per file then)"
+        else:
+            why = "another process has it open (a notebook kernel or script with h5py.File(..., 'r') left open, or a second extraction)"
+            remedy = "close that handle or restart that kernel; readers that should not block writers open with h5py.File(path, 'r', locking=False), as mlsp.store.FeatureReader does"
+        raise StoreLocked(f"{path}: cannot lock the feature store for writing: {why}; {remedy}. (HDF5 said: {text})") from None
+
+
+def failures_path(path) -> Path:
+    """The CSV beside a store that lists its failed images and why."""
+    path = Path(path)
+    return path.with_name(path.stem + ".failures.csv")
+
+
+def read_failures(path) -> dict[str, str]:
+    """image id -> reason of the last recorded failure, from the CSV beside a store (empty if none)."""
+    reasons = {}
+    log = failures_path(path)
+    if log.exists():
+        with open(log, newline="", encoding="utf-8") as handle:
+            for row in csv.reader(handle):
+                if len(row) == 2:
+                    reasons[row[0]] = row[1]
+    return reasons
 
 
 def store_path(features_dir, backbone: str, mode: str, kind: str, augment: bool, shard_index: int = 0, num_shards: int = 1) -> Path:
@@ -50,7 +99,7 @@ def _preallocated(handle, name: bytes, shape: tuple, chunk: tuple, dtype) -> Non
 def _create(path: Path, image_ids: list[str], views: int, feature_shape: tuple, attrs: dict) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     temporary = path.with_suffix(".creating.h5")
-    with h5py.File(temporary, "w") as handle:
+    with _open_for_writing(temporary, "w") as handle:
         _preallocated(handle, b"features", (len(image_ids), views, *feature_shape), (1, views, *feature_shape), h5py.h5t.IEEE_F16LE)
         _preallocated(handle, b"done", (len(image_ids),), (max(1, min(len(image_ids), 4096)),), h5py.h5t.STD_U8LE)
         handle.create_dataset("image_ids", data=np.array(image_ids, dtype=object), dtype=h5py.string_dtype())
@@ -82,7 +131,7 @@ class FeatureWriter(_OpenFile):
         self.path = Path(path)
         if not self.path.exists():
             _create(self.path, list(image_ids), views, tuple(feature_shape), attrs or {})
-        self.handle = h5py.File(self.path, "r+")
+        self.handle = _open_for_writing(self.path, "r+")
         stored_ids = [value.decode() if isinstance(value, bytes) else value for value in self.handle["image_ids"][:]]
         expected_shape = (len(image_ids), views, *feature_shape)
         if stored_ids != list(image_ids) or self.handle["features"].shape != expected_shape:
@@ -93,14 +142,27 @@ class FeatureWriter(_OpenFile):
             )
         self.features = self.handle["features"]
         self.done_flags = self.handle["done"]
+        self.ids = list(image_ids)
+
+    def status(self) -> np.ndarray:
+        """[N] uint8: PENDING, WRITTEN or FAILED per image."""
+        return self.done_flags[:]
 
     def done(self) -> np.ndarray:
-        return self.done_flags[:].astype(bool)
+        return self.status() == WRITTEN
 
     def write(self, index: int, features: np.ndarray) -> None:
         self.features[index] = features.astype(np.float16)
         self.features.flush()
-        self.done_flags[index] = 1
+        self.done_flags[index] = WRITTEN
+        self.done_flags.flush()
+
+    def mark_failed(self, index: int, reason: str) -> None:
+        """Record that image `index` cannot be extracted: the reason first (appended to the CSV beside
+        the store), then the status, so a crash between the two leaves it pending, not unexplained."""
+        with open(failures_path(self.path), "a", newline="", encoding="utf-8") as handle:
+            csv.writer(handle).writerow([self.ids[index], " ".join(str(reason).split())])
+        self.done_flags[index] = FAILED
         self.done_flags.flush()
 
 
@@ -116,8 +178,16 @@ class FeatureReader(_OpenFile):
         self.handle = h5py.File(self.path, "r", locking=False)
         self.features = self.handle["features"]
         self.ids = [value.decode() if isinstance(value, bytes) else value for value in self.handle["image_ids"][:]]
-        self.done = self.handle["done"][:].astype(bool)
+        self.status = self.handle["done"][:]
+        self.done = self.status == WRITTEN
+        self.failed = self.status == FAILED
+        self.pending = self.status == PENDING
         self.attrs = dict(self.handle.attrs)
+
+    def failure_reasons(self) -> dict[str, str]:
+        """image id -> reason, for the images whose status is FAILED."""
+        logged = read_failures(self.path)
+        return {self.ids[index]: logged.get(self.ids[index], "failed (reason not recorded)") for index in np.flatnonzero(self.failed)}
 
     @property
     def shape(self) -> tuple:
@@ -138,7 +208,8 @@ class FeatureReader(_OpenFile):
 
 
 def merge_shards(shard_paths: list, output, image_ids: list[str]) -> tuple[Path, int]:
-    """Combine shard files (any order) into one store holding every image in `image_ids` order."""
+    """Combine shard files (any order) into one store holding every image in `image_ids` order; failed
+    images stay failed, with their reasons. Returns the store and the number of images still pending."""
     readers = [FeatureReader(path) for path in shard_paths]
     try:
         first = readers[0]
@@ -147,10 +218,15 @@ def merge_shards(shard_paths: list, output, image_ids: list[str]) -> tuple[Path,
         position = {image_id: index for index, image_id in enumerate(image_ids)}
         with FeatureWriter(output, image_ids, views, feature_shape, attrs) as writer:
             for reader in readers:
+                reasons = reader.failure_reasons()
                 for index, image_id in enumerate(reader.ids):
-                    if reader.done[index] and image_id in position:
+                    if image_id not in position:
+                        continue
+                    if reader.done[index]:
                         writer.write(position[image_id], reader.read_records([index])[0])
-            missing = int((~writer.done()).sum())
+                    elif reader.failed[index]:
+                        writer.mark_failed(position[image_id], reasons[image_id])
+            missing = int((writer.status() == PENDING).sum())
         return Path(output), missing
     finally:
         for reader in readers:

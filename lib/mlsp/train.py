@@ -170,16 +170,24 @@ def predict(model: keras.Model, source, rows, batch_size: int = 256, channels: s
     return per_view.reshape(len(rows), n_views).mean(axis=1)
 
 
-def load_features(path, in_memory: bool = True, image_ids=None):
+def load_features(path, in_memory: bool = True, image_ids=None, rows=None):
     """A store's features (its reader, or the whole array read with one contiguous slice when it
-    fits in memory) and its attributes, from one opening. Fails when an image has no features yet
-    or, given `image_ids`, when the store holds other images."""
+    fits in memory) and its attributes, from one opening.
+
+    Raises ValueError when, given `image_ids`, the store holds other images, or when one of `rows`
+    (default: every image) has no features because its extraction failed; RuntimeError when images
+    are still pending (extraction not finished). Training on a store with failed images takes a split
+    restricted to the written ones (`mlsp.experiments.usable_split`)."""
     reader = FeatureReader(path)
+    checked = np.arange(len(reader.ids)) if rows is None else np.asarray(rows, dtype=np.int64)
     problem = None
     if image_ids is not None and list(reader.ids) != list(image_ids):
         problem = ValueError(f"{path}: its images differ from the metadata CSV; rerun notebook 01_extract_features")
-    elif not reader.done.all():
-        problem = RuntimeError(f"{path}: {int((~reader.done).sum())} images have no features yet; rerun notebook 01_extract_features")
+    elif reader.pending[checked].any():
+        problem = RuntimeError(f"{path}: {int(reader.pending[checked].sum())} images have not been extracted yet; rerun notebook 01_extract_features")
+    elif reader.failed[checked].any():
+        first = reader.ids[int(checked[np.flatnonzero(reader.failed[checked])[0]])]
+        problem = ValueError(f"{path}: {int(reader.failed[checked].sum())} of the requested images failed extraction (first: {first}); train on mlsp.experiments.usable_split")
     if problem is not None:
         reader.close()
         raise problem

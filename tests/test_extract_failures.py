@@ -1,0 +1,177 @@
+"""One bad image never stops extraction, never blocks training, and is not retried forever."""
+import os
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image
+
+from mlsp import backbones, experiments, extract, train
+from mlsp.store import FAILED, WRITTEN, FeatureReader, FeatureWriter, StoreLocked, failures_path, merge_shards, store_path
+
+
+@pytest.fixture(scope="module")
+def inception():
+    return backbones.load("inception_v3", "random")
+
+
+@pytest.fixture
+def photos(tmp_path):
+    """Four good photos, one whose 87.5% crops are too small for an Inception, one truncated JPEG."""
+    rng = np.random.default_rng(0)
+    folder = tmp_path / "images"
+    folder.mkdir()
+    sizes = {"good1": (100, 96), "good2": (120, 90), "small": (90, 80), "good3": (96, 100), "good4": (110, 100)}
+    for name, (width, height) in sizes.items():
+        Image.fromarray(rng.integers(0, 255, size=(height, width, 3), dtype=np.uint8)).save(folder / f"{name}.jpg", quality=95)
+    whole = (folder / "good1.jpg").read_bytes()
+    (folder / "truncated.jpg").write_bytes(whole[: len(whole) // 2])
+    ids = ["good1", "good2", "small", "truncated", "good3", "good4"]
+    return ids, [folder / f"{image_id}.jpg" for image_id in ids]
+
+
+class CountingExtractor:
+    """The real traced network, counting calls, failing on demand for one input shape."""
+
+    def __init__(self, backbone, fail_on_width=None):
+        from mlsp.features import mlsp_model, traced
+
+        self.forward = traced(mlsp_model(backbone, ("narrow",)))
+        self.fail_on_width, self.calls = fail_on_width, 0
+
+    def __call__(self, batch):
+        self.calls += 1
+        if batch.shape[2] == self.fail_on_width:
+            raise RuntimeError("simulated out of memory\n...pages of graph context...")
+        return self.forward(batch)
+
+
+def test_bad_images_are_marked_failed_and_the_rest_extracted(inception, photos, tmp_path):
+    ids, paths = photos
+    extractor = CountingExtractor(inception, fail_on_width=round(110 * 0.875))  # good4's crops
+    summary = extract.extract(ids, paths, inception, "original", True, ("narrow",), tmp_path / "features", progress=False, extractor=extractor)
+    assert summary["extracted"] == 3
+    reasons = {item["image_id"]: item["reason"] for item in summary["skipped"]}
+    assert set(reasons) == {"small", "truncated", "good4"}
+    assert "too small for inception_v3" in reasons["small"] and "79x70" in reasons["small"] and "75 px" in reasons["small"]
+    assert str(paths[3]) in reasons["truncated"]
+    assert "forward pass failed" in reasons["good4"] and "simulated out of memory" in reasons["good4"] and "graph context" not in reasons["good4"]
+    path = store_path(tmp_path / "features", "inception_v3", "original", "narrow", True)
+    with FeatureReader(path) as reader:
+        assert list(reader.status) == [WRITTEN, WRITTEN, FAILED, FAILED, WRITTEN, FAILED]
+        assert set(reader.failure_reasons()) == {"small", "truncated", "good4"}
+    assert failures_path(path).exists()
+
+    # a resume neither retries the failed images nor repeats the written ones
+    calls = extractor.calls
+    again = extract.extract(ids, paths, inception, "original", True, ("narrow",), tmp_path / "features", progress=False, extractor=extractor)
+    assert extractor.calls == calls and again["extracted"] == 0 and again["already_done"] == 3
+    assert {item["image_id"] for item in again["previously_failed"]} == {"small", "truncated", "good4"}
+    assert {item["reason"] for item in again["previously_failed"]} == set(reasons.values())
+    table = extract.skipped_table([summary, again])
+    assert list(table["when"].value_counts().sort_index()) == [3, 3]
+
+    # retry_failed tries them again: the network no longer fails on good4, so it is written now
+    extractor.fail_on_width = None
+    retried = extract.extract(ids, paths, inception, "original", True, ("narrow",), tmp_path / "features", progress=False, extractor=extractor, retry_failed=True)
+    assert retried["extracted"] == 1 and {item["image_id"] for item in retried["skipped"]} == {"small", "truncated"}
+    with FeatureReader(path) as reader:
+        assert list(reader.status) == [WRITTEN, WRITTEN, FAILED, FAILED, WRITTEN, WRITTEN]
+
+
+def test_whole_image_view_uses_the_whole_image_limit(inception, photos, tmp_path):
+    ids, paths = photos
+    summary = extract.extract(ids, paths, inception, "original", False, ("narrow",), tmp_path / "features", progress=False)
+    # 90x80 is too small for the 87.5% crops (70x78) but fine as a whole image (>= 75 px)
+    assert {item["image_id"] for item in summary["skipped"]} == {"truncated"}
+
+
+def _metadata(ids, sets):
+    votes = {f"votes_{score}": [10] * len(ids) for score in range(1, 11)}
+    return pd.DataFrame({"image_id": ids, **votes, "n_votes": 100, "mos": np.linspace(3, 7, len(ids)), "mos_std": 1.0, "width": 100, "height": 100, "set": sets})
+
+
+def test_training_uses_the_images_with_features_and_lists_the_others(tmp_path):
+    ids = [f"{100 + index}" for index in range(12)]
+    sets = ["train"] * 6 + ["validation"] * 3 + ["test"] * 3
+    metadata_csv = tmp_path / "metadata.csv"
+    _metadata(ids, sets).to_csv(metadata_csv, index=False)
+    row = experiments.TABLE2_FEATURE_ROWS[3]  # Single-1FC on rescaled narrow, 8 views
+    path = store_path(tmp_path / "features", "lite", row.mode, row.kind, row.augment)
+    rng = np.random.default_rng(0)
+    with FeatureWriter(path, ids, 8, (6,), {"block_boundaries": np.array([0, 2, 6]), "weights": "random"}) as writer:
+        for index in range(12):
+            if index in (1, 10):  # one train and one test image failed
+                writer.mark_failed(index, f"images/{ids[index]}.jpg: too small")
+            else:
+                writer.write(index, rng.normal(size=(8, 6)))
+    stores = experiments.row_stores([row], tmp_path / "features", ["lite"])
+    with pytest.raises(ValueError, match="failed extraction"):
+        train.load_features(path, rows=np.arange(12))
+
+    split, left_out = experiments.usable_split(metadata_csv, stores)
+    assert list(left_out["image_id"]) == ["101", "110"] and list(left_out["set"]) == ["train", "test"]
+    assert left_out["reason"].str.contains("too small").all()
+    assert 1 not in split.train and 10 not in split.test and len(split.train) == 5 and len(split.test) == 2
+    protocol = train.Protocol(max_epochs=2, batch_size=4)
+    result = experiments.run_feature_row(row, split, tmp_path / "features", "lite", protocol, seed=0)
+    assert len(result["predicted"]) == 2 and np.isfinite(result["predicted"]).all()
+
+
+def test_pending_images_ask_for_notebook_01_and_empty_sets_are_named(tmp_path):
+    ids = ["1", "2", "3", "4"]
+    metadata_csv = tmp_path / "metadata.csv"
+    _metadata(ids, ["train", "train", "validation", "test"]).to_csv(metadata_csv, index=False)
+    path = tmp_path / "features" / "lite" / "store.h5"
+    with FeatureWriter(path, ids, 1, (3,)) as writer:
+        writer.write(0, np.ones((1, 3)))
+    with pytest.raises(RuntimeError, match="not been extracted yet; rerun notebook 01"):
+        experiments.usable_split(metadata_csv, [path])
+    with FeatureWriter(path, ids, 1, (3,)) as writer:
+        writer.write(1, np.ones((1, 3)))
+        writer.write(2, np.ones((1, 3)))
+        writer.mark_failed(3, "unreadable")
+    with pytest.raises(ValueError, match="no test image has features"):
+        experiments.usable_split(metadata_csv, [path])
+
+
+def test_merged_shards_keep_failures_and_their_reasons(tmp_path):
+    ids = ["a", "b", "c", "d"]
+    shards = []
+    for shard in (0, 1):
+        path = tmp_path / f"shard{shard}.h5"
+        with FeatureWriter(path, ids[shard::2], 1, (2,)) as writer:
+            writer.write(0, np.full((1, 2), shard))
+            writer.mark_failed(1, f"reason {shard}")
+        shards.append(path)
+    merged, pending = merge_shards(shards, tmp_path / "merged.h5", ids)
+    with FeatureReader(merged) as reader:
+        assert pending == 0 and list(reader.status) == [WRITTEN, WRITTEN, FAILED, FAILED]
+        assert reader.failure_reasons() == {"c": "reason 0", "d": "reason 1"}
+
+
+def test_a_store_held_open_elsewhere_is_explained(tmp_path):
+    path = tmp_path / "features" / "held.h5"
+    FeatureWriter(path, ["a"], 1, (2,)).close()
+    holder = textwrap.dedent(
+        f"""
+        import sys, time, h5py
+        handle = h5py.File({str(path)!r}, "r")  # a plain reader, as left open in a notebook
+        print("open", flush=True)
+        time.sleep(60)
+        """
+    )
+    process = subprocess.Popen([sys.executable, "-c", holder], stdout=subprocess.PIPE, env=dict(os.environ, HDF5_USE_FILE_LOCKING="TRUE"))
+    try:
+        assert process.stdout.readline().strip() == b"open"
+        with pytest.raises(StoreLocked) as caught:
+            FeatureWriter(path, ["a"], 1, (2,))
+        message = str(caught.value)
+        assert str(path) in message and "another process has it open" in message and "locking=False" in message
+    finally:
+        process.kill()
+        process.wait()
+    FeatureWriter(path, ["a"], 1, (2,)).close()  # once the reader is gone, the writer opens
