@@ -103,10 +103,9 @@ def _load_without_top(model: keras.Model, path: Path) -> None:
 PROBE_LARGEST_SIDE = 512
 
 
-def _block_sizes(model: keras.Model, block_layers: list[str], side: int) -> list[tuple[int, int]] | None:
-    """(height, width) of every block and output for a side x side input, by Keras' symbolic shape
-    walk (nothing is computed); None when some layer's output would be empty."""
-    probe = keras.Model(model.input, [model.get_layer(name).output for name in block_layers] + list(model.outputs))
+def _block_sizes(probe: keras.Model, side: int) -> list[tuple[int, int]] | None:
+    """(height, width) of each of the probe's outputs for a side x side input, by Keras' symbolic
+    shape walk (nothing is computed); None when some layer's output would be empty."""
     try:
         shapes = probe.compute_output_shape((1, side, side, 3))
     except ValueError:  # Keras: "Computed output size would be zero or negative"
@@ -116,27 +115,36 @@ def _block_sizes(model: keras.Model, block_layers: list[str], side: int) -> list
 
 
 @functools.lru_cache(maxsize=None)
+def architecture(name: str) -> Backbone:
+    """The backbone `name` with random weights, built once per process: for questions about the
+    network's shapes, where only the architecture matters (building IRv2 takes ~10 s)."""
+    return load(name, weights="random")
+
+
+@functools.lru_cache(maxsize=None)
 def min_input_side(name: str) -> int:
     """The smallest square input side (pixels) the backbone `name` accepts, derived from the network.
 
-    Builds the model (random weights: only the architecture matters) and walks its shapes: the
+    Takes the network from `architecture(name)` and walks its shapes symbolically: the
     smallest side for which every MLSP block has at least one cell (75 for both Inceptions, whose
     stride-2 "valid" convolutions shrink the map), but at least the network's total stride (32).
     With "same" padding (EfficientNet-Lite0) even 1 px "fits", but below the total stride the
     deepest blocks' single cell is computed mostly from zero padding rather than from the image,
     so the stride is kept as a floor. Raises ValueError for an unknown backbone name.
     """
-    backbone = load(name, weights="random")
-    model, blocks = backbone.model, backbone.block_layers
-    if _block_sizes(model, blocks, PROBE_LARGEST_SIDE) is None:
-        raise RuntimeError(f"{name}: does not accept a {PROBE_LARGEST_SIDE}-px input; widen PROBE_LARGEST_SIDE")
-    low, high = 0, PROBE_LARGEST_SIDE  # low fails (or is 0), high fits; output sizes grow with the input
+    backbone = architecture(name)
+    model = backbone.model
+    probe = keras.Model(model.input, [model.get_layer(block).output for block in backbone.block_layers] + list(model.outputs))
+    half, full = PROBE_LARGEST_SIDE // 2, PROBE_LARGEST_SIDE
+    sizes_half, sizes_full = _block_sizes(probe, half), _block_sizes(probe, full)
+    if sizes_half is None or sizes_full is None:
+        raise RuntimeError(f"{name}: does not accept a {half}-px input; widen PROBE_LARGEST_SIDE")
+    # The deepest map grows by one cell per `total stride` pixels of input.
+    total_stride = round((full - half) / (sizes_full[-1][0] - sizes_half[-1][0]))
+    low, high = 0, half  # low fails (or is 0), high fits; output sizes grow with the input
     while high - low > 1:
         middle = (low + high) // 2
-        low, high = (low, middle) if _block_sizes(model, blocks, middle) is not None else (middle, high)
-    half, full = PROBE_LARGEST_SIDE // 2, PROBE_LARGEST_SIDE
-    deepest_half, deepest_full = _block_sizes(model, blocks, half)[-1][0], _block_sizes(model, blocks, full)[-1][0]
-    total_stride = round((full - half) / (deepest_full - deepest_half))
+        low, high = (low, middle) if _block_sizes(probe, middle) is not None else (middle, high)
     return max(high, total_stride)
 
 
