@@ -5,18 +5,23 @@ Merge rule for notebook NN_name.ipynb under profile P:
   2. apply params/P/common.yaml, but only the keys that this notebook declares
      (common.yaml holds settings shared by several notebooks, such as `profile` or `seed`);
   3. apply params/P/NN_name.yaml (optional); every key there must be declared by the notebook.
+  4. apply `--set KEY=VALUE` overrides.
 A key in common.yaml that no notebook declares, a key in a notebook file that its notebook does not
-declare, or a value whose type differs from the default's, is an error naming the file and the key.
+declare, a value whose type differs from the default's, or a value its rule in mlsp.parameter_rules
+refuses (a range, an empty value, a name the kit does not define) is an error naming the file (or
+`--set`) and the key, raised before any notebook starts.
 """
 from __future__ import annotations
 
 import ast
 import json
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
 import yaml
 
+from mlsp.parameter_rules import COMPARISONS, MIRRORED, RELATIONS, RULES, Context
 from mlsp.paths import NOTEBOOKS_DIR, PARAMS_DIR
 
 
@@ -83,12 +88,63 @@ def _type_matches(default, value) -> bool:
     return isinstance(value, type(default))
 
 
-def _check(path: Path, key: str, declared: dict, value) -> None:
+def _coerced(default, value):
+    """YAML 1.1 reads `1e-4` (no dot) as a string; where the notebook expects a float, read it as one."""
+    if isinstance(default, float) and isinstance(value, str):
+        try:
+            return float(value.strip())
+        except ValueError:
+            return value
+    return value
+
+
+def _shown(value) -> str:
+    text = "null" if value is None else repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+def check_value(where: str, key: str, declared: dict, value, context: Context):
+    """The value as the notebook will receive it; raises ParameterError naming `where` and `key`.
+
+    where: a file, `--set`, or a notebook's parameters cell. declared: the notebook's parameters and
+    their defaults. A string that float() reads becomes a float where the default is one; null passes
+    only where the default is None; NaN and infinities never pass; the key's rule in RULES, if any,
+    has the last word. A key without a rule (a project outside this repository) is checked for type only."""
     if key not in declared:
-        raise ParameterError(f"{path}: key '{key}' is not a parameter of this notebook (declared: {', '.join(declared)})")
-    if not _type_matches(declared[key], value):
+        raise ParameterError(f"{where}: key '{key}' is not a parameter of this notebook (declared: {', '.join(declared)})")
+    default = declared[key]
+    value = _coerced(default, value)
+    rule = RULES.get(key)
+    if value is None and default is None:
+        return value
+    if value is None or not _type_matches(default, value) or (isinstance(value, float) and not math.isfinite(value)):
+        if rule is not None:
+            got = _shown(value) if value is None or isinstance(value, float) else f"{type(value).__name__} {_shown(value)}"
+            raise ParameterError(f"{where}: key '{key}' should be {rule.allowed(context)}, got {got}")
+        expected = f"a finite {type(default).__name__}" if isinstance(value, float) and _type_matches(default, value) else type(default).__name__
+        raise ParameterError(f"{where}: key '{key}' should be {expected}, got {type(value).__name__} ({_shown(value)})")
+    if rule is not None:
+        problem = rule.problem(value, context)
+        if problem is not None:
+            detail = f" ({problem})" if problem else ""
+            raise ParameterError(f"{where}: key '{key}' should be {rule.allowed(context)}, got {_shown(value)}{detail}")
+    return value
+
+
+def _check_relations(merged: dict, sources: dict, order: list) -> None:
+    """Checks between two parameters (RELATIONS), on a notebook's merged values. The message names
+    the file that set the later-applied of the two, since that is the one that broke the relation."""
+    for left, operator, right in RELATIONS:
+        if merged.get(left) is None or merged.get(right) is None:  # absent, or a default of None kept
+            continue
+        if COMPARISONS[operator](merged[left], merged[right]):
+            continue
+        key, other, shown_operator = left, right, operator
+        if order.index(sources[right]) > order.index(sources[left]):
+            key, other, shown_operator = right, left, MIRRORED[operator]
         raise ParameterError(
-            f"{path}: key '{key}' should be {type(declared[key]).__name__}, got {type(value).__name__} ({value!r})"
+            f"{sources[key]}: key '{key}' should be {shown_operator} {other} "
+            f"({_shown(merged[other])}, from {sources[other]}), got {_shown(merged[key])}"
         )
 
 
@@ -127,23 +183,27 @@ def resolve_profile(profile: str, notebooks: list[Notebook], params_dir: Path = 
     for key in common:
         if not any(key in declared for declared in declared_by.values()):
             raise ParameterError(f"{common_path}: key '{key}' is not a parameter of any notebook")
+    if "profile" not in common and any("profile" in declared for declared in declared_by.values()):
+        raise ParameterError(f"{common_path}: key 'profile' is missing (should be '{folder.name}', the profile folder's name: results go to results/<profile>/)")
+    context = Context(folder.name)
     resolved = {}
     for nb in notebooks:
         declared = declared_by[nb.stem]
-        params = {}
-        for key, value in common.items():
-            if key in declared:
-                _check(common_path, key, declared, value)
-                params[key] = value
+        defaults_where = f"{nb.path} (parameters cell)"
+        params, sources = {}, {key: defaults_where for key in declared}
+        layers = [(str(common_path), {key: value for key, value in common.items() if key in declared})]
         own_path = folder / f"{nb.stem}.yaml"
         if own_path.exists():
-            for key, value in _read_yaml(own_path).items():
-                _check(own_path, key, declared, value)
-                params[key] = value
-        for key, value in (overrides or {}).items():
-            if key in declared:
-                _check(Path("--set"), key, declared, value)
-                params[key] = value
+            layers.append((str(own_path), _read_yaml(own_path)))
+        layers.append(("--set", {key: value for key, value in (overrides or {}).items() if key in declared}))
+        for where, values in layers:
+            for key, value in values.items():
+                params[key] = check_value(where, key, declared, value, context)
+                sources[key] = where
+        for key, default in declared.items():
+            if key not in params:  # a default the notebook keeps must be as good as a value in a file
+                check_value(defaults_where, key, declared, default, context)
+        _check_relations({**declared, **params}, sources, [defaults_where] + [where for where, _ in layers])
         resolved[nb.stem] = params
     for key in overrides or {}:
         if not any(key in declared_by[nb.stem] for nb in notebooks):

@@ -1,0 +1,316 @@
+"""What each notebook parameter may hold: one rule per parameter name, as data (`RULES`).
+
+A wrong value should stop `mlsp run` before any notebook starts, not deep inside one (or worse, let a
+notebook "succeed" having done nothing, as a misspelled input mode in `passes` did). The type of a
+value is checked against the notebook's default by mlsp.parameters; the rules here add what a type
+cannot say: ranges, non-empty values, and names that must be among those the kit defines.
+
+Enumerated names come from the modules that define them (mlsp.backbones, mlsp.features, mlsp.heads,
+mlsp.experiments). Those modules import Keras and TensorFlow (~5 s), so a `Context` imports each one
+only when a rule first asks for its names, and remembers the answer for the rest of the resolve.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from importlib import import_module
+from typing import Callable
+
+from mlsp.paths import resolve as resolve_path
+
+# Where each enumeration lives, read on first use: name in messages -> names the kit accepts.
+ENUMERATIONS: dict[str, Callable[[], tuple[str, ...]]] = {
+    "backbone": lambda: tuple(import_module("mlsp.backbones").BACKBONES),
+    "input mode": lambda: tuple(import_module("mlsp.features").INPUT_MODES),
+    "feature kind": lambda: tuple(import_module("mlsp.features").FEATURE_KINDS),
+    "head": lambda: tuple(import_module("mlsp.heads").HEADS),
+    "Table 2 fine-tuning row": lambda: tuple(row.label for row in import_module("mlsp.experiments").TABLE2_FINETUNE_ROWS),
+}
+
+
+class Context:
+    """What rules compare values with, for one resolve of one profile.
+
+    profile: the profile folder's name. Enumerations are imported on first use and kept."""
+
+    def __init__(self, profile: str):
+        self.profile = profile
+        self._names: dict[str, tuple[str, ...]] = {}
+
+    def names(self, enumeration: str) -> tuple[str, ...]:
+        """The names of one entry of ENUMERATIONS (KeyError for an unknown entry)."""
+        if enumeration not in self._names:
+            self._names[enumeration] = ENUMERATIONS[enumeration]()
+        return self._names[enumeration]
+
+
+def is_whole_number(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def is_finite_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _listed(names) -> str:
+    return ", ".join(str(name) for name in names)
+
+
+def _duplicates(values: list) -> list:
+    seen, repeated = [], []
+    for value in values:
+        if value in seen and value not in repeated:
+            repeated.append(value)
+        seen.append(value)
+    return repeated
+
+
+# Each rule has `allowed(context) -> str`, what may be given, in words for the message, and
+# `problem(value, context) -> str | None`: None when the value is fine, else what is wrong with it
+# ("" when showing the value says it all). Values reach a rule already of the default's type.
+
+
+@dataclass(frozen=True)
+class Count:
+    """A whole number >= minimum (epochs, batch sizes, image counts; 0 where "none" is meaningful)."""
+
+    minimum: int = 1
+
+    def allowed(self, context: Context) -> str:
+        return f"a whole number >= {self.minimum}"
+
+    def problem(self, value, context: Context) -> str | None:
+        return None if is_whole_number(value) and value >= self.minimum else ""
+
+
+@dataclass(frozen=True)
+class Fraction:
+    """A number between 0 and 1; each end is excluded unless a value there means something."""
+
+    zero_allowed: bool = False
+    one_allowed: bool = False
+
+    def allowed(self, context: Context) -> str:
+        return f"a number in {'[' if self.zero_allowed else '('}0, 1{']' if self.one_allowed else ')'}"
+
+    def problem(self, value, context: Context) -> str | None:
+        if not is_finite_number(value):
+            return ""
+        above_zero = value >= 0 if self.zero_allowed else value > 0
+        below_one = value <= 1 if self.one_allowed else value < 1
+        return None if above_zero and below_one else ""
+
+
+@dataclass(frozen=True)
+class PositiveNumber:
+    """A finite number > 0 (learning rates)."""
+
+    def allowed(self, context: Context) -> str:
+        return "a finite number > 0"
+
+    def problem(self, value, context: Context) -> str | None:
+        return None if is_finite_number(value) and value > 0 else ""
+
+
+@dataclass(frozen=True)
+class Flag:
+    def allowed(self, context: Context) -> str:
+        return "true or false"
+
+    def problem(self, value, context: Context) -> str | None:
+        return None if isinstance(value, bool) else ""
+
+
+@dataclass(frozen=True)
+class Text:
+    """A non-empty string, such as a folder (relative to the repository root or absolute)."""
+
+    what: str = "text"
+
+    def allowed(self, context: Context) -> str:
+        return f"a non-empty {self.what}"
+
+    def problem(self, value, context: Context) -> str | None:
+        return None if isinstance(value, str) and value.strip() else ""
+
+
+@dataclass(frozen=True)
+class Choice:
+    """One name of an enumeration."""
+
+    enumeration: str
+
+    def allowed(self, context: Context) -> str:
+        return f"one of the {self.enumeration}s: {_listed(context.names(self.enumeration))}"
+
+    def problem(self, value, context: Context) -> str | None:
+        return None if value in context.names(self.enumeration) else ""
+
+
+@dataclass(frozen=True)
+class Choices:
+    """A non-empty list of distinct names of an enumeration."""
+
+    enumeration: str
+    if_empty: str = ""  # what to do instead of giving an empty list, for the message
+
+    def allowed(self, context: Context) -> str:
+        advice = f"; {self.if_empty}" if self.if_empty else ""
+        return f"a non-empty list of distinct {self.enumeration}s: {_listed(context.names(self.enumeration))}{advice}"
+
+    def problem(self, value, context: Context) -> str | None:
+        if not isinstance(value, list) or not value:
+            return "" if isinstance(value, list) else "not a list"
+        unknown = [item for item in value if item not in context.names(self.enumeration)]
+        if unknown:
+            return f"not a {self.enumeration}: {_listed(repr(item) for item in unknown)}"
+        repeated = _duplicates(value)
+        return f"given twice: {_listed(repr(item) for item in repeated)}" if repeated else None
+
+
+@dataclass(frozen=True)
+class Counts:
+    """A list of distinct whole numbers >= minimum; `empty` says what an empty list means (None: refused)."""
+
+    minimum: int = 1
+    empty: str | None = None
+
+    def allowed(self, context: Context) -> str:
+        meaning = f", or [] for {self.empty}" if self.empty else ""
+        return f"a {'' if self.empty else 'non-empty '}list of distinct whole numbers >= {self.minimum}{meaning}"
+
+    def problem(self, value, context: Context) -> str | None:
+        if not isinstance(value, list):
+            return "not a list"
+        if not value:
+            return None if self.empty else ""
+        wrong = [item for item in value if not (is_whole_number(item) and item >= self.minimum)]
+        if wrong:
+            return f"not allowed: {_listed(repr(item) for item in wrong)}"
+        repeated = _duplicates(value)
+        return f"given twice: {_listed(repr(item) for item in repeated)}" if repeated else None
+
+
+@dataclass(frozen=True)
+class Flags:
+    """A non-empty list of distinct booleans (which augmentation settings to run)."""
+
+    def allowed(self, context: Context) -> str:
+        return "a non-empty list of distinct true/false values, e.g. [true, false]"
+
+    def problem(self, value, context: Context) -> str | None:
+        if not isinstance(value, list) or not value:
+            return "" if isinstance(value, list) else "not a list"
+        wrong = [item for item in value if not isinstance(item, bool)]
+        if wrong:
+            return f"not true or false: {_listed(repr(item) for item in wrong)}"
+        return "given twice" if _duplicates(value) else None
+
+
+@dataclass(frozen=True)
+class Passes:
+    """Feature extraction passes: a non-empty mapping of input mode to a non-empty list of feature kinds."""
+
+    def allowed(self, context: Context) -> str:
+        return (
+            f"a non-empty mapping of input mode ({_listed(context.names('input mode'))}) to a non-empty list "
+            f"of distinct feature kinds ({_listed(context.names('feature kind'))})"
+        )
+
+    def problem(self, value, context: Context) -> str | None:
+        if not isinstance(value, dict) or not value:
+            return "" if isinstance(value, dict) else "not a mapping"
+        for mode, kinds in value.items():
+            if mode not in context.names("input mode"):
+                return f"{mode!r} is not an input mode"
+            problem = Choices("feature kind").problem(kinds, context)
+            if problem is not None:
+                return f"{mode}: " + (problem or ("an empty list" if kinds == [] else "not a list"))
+        return None
+
+
+@dataclass(frozen=True)
+class Weights:
+    """A backbone's weights: Keras' or the kit's ImageNet weights, untrained ones, or a file."""
+
+    def allowed(self, context: Context) -> str:
+        return "'imagenet', 'random' or the path of an existing weights file (relative to the repository root or absolute)"
+
+    def problem(self, value, context: Context) -> str | None:
+        if not isinstance(value, str) or not value.strip():
+            return ""
+        if value in ("imagenet", "random"):
+            return None
+        path = resolve_path(value)
+        return None if path.is_file() else f"no such file: {path}"
+
+
+@dataclass(frozen=True)
+class ProfileName:
+    """The profile folder's own name: notebooks write to results/<profile>/, so another name would
+    put this profile's results into another profile's folder."""
+
+    def allowed(self, context: Context) -> str:
+        return f"'{context.profile}', the profile folder's name (results go to results/<profile>/)"
+
+    def problem(self, value, context: Context) -> str | None:
+        return None if value == context.profile else ""
+
+
+RULES = {
+    # shared
+    "profile": ProfileName(),
+    "seed": Count(minimum=0),
+    "ava_dir": Text("folder path"),
+    "work_dir": Text("folder path"),
+    # 00_data
+    "generate_embedded": Flag(),
+    "embedded_images": Count(),
+    "embedded_min_side": Count(),
+    "embedded_max_side": Count(),
+    "validation_fraction": Fraction(),
+    "verify_images": Flag(),
+    "apply_exif_orientation": Flag(),
+    "min_side": Count(),
+    # 01_extract_features
+    "backbones": Choices("backbone"),
+    "weights": Weights(),
+    "passes": Passes(),
+    "augmentation": Flags(),
+    "shard_index": Count(minimum=0),
+    "num_shards": Count(),
+    "merge_shards": Flag(),
+    "workers": Count(),
+    "retry_failed": Flag(),
+    # 02-05: training
+    "backbone": Choice("backbone"),
+    "learning_rate": PositiveNumber(),
+    "drop_every": Count(),
+    "patience": Count(),
+    "max_epochs": Count(),
+    "batch_size": Count(),
+    "epochs": Count(),
+    "jit_compile": Flag(),
+    "in_memory": Flag(),
+    "finetune": Flag(),
+    "finetune_rows": Choices("Table 2 fine-tuning row", if_empty="finetune: false skips fine-tuning"),
+    "finetune_learning_rate": PositiveNumber(),
+    "finetune_max_epochs": Count(),
+    "finetune_batch_size": Count(),
+    "test_crops": Count(),
+    "finetune_images_in_memory": Flag(),
+    "save_scorer": Flag(),
+    "input_mode": Choice("input mode"),
+    "block_counts": Counts(empty="every k from 1 to all blocks"),
+    # 06_failure_cases: the top fraction may be all test images
+    "top_fraction": Fraction(one_allowed=True),
+    "grid_count": Count(),
+}
+
+# Checks between two parameters of one notebook, on the merged values: (left, operator, right).
+RELATIONS = [
+    ("shard_index", "<", "num_shards"),
+    ("embedded_min_side", "<=", "embedded_max_side"),
+]
+COMPARISONS = {"<": lambda a, b: a < b, "<=": lambda a, b: a <= b, ">": lambda a, b: a > b, ">=": lambda a, b: a >= b}
+MIRRORED = {"<": ">", "<=": ">=", ">": "<", ">=": "<="}
