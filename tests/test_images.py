@@ -269,7 +269,7 @@ def test_max_side_keeps_the_aspect_ratio(tmp_path):
 
 
 def test_large_jpeg_is_decoded_in_draft_mode(tmp_path, monkeypatch):
-    path = save(Image.new("RGB", (2400, 1600), (200, 30, 30)), tmp_path / "large.jpg", quality=90)
+    path = save(Image.new("RGB", (2401, 1601), (200, 30, 30)), tmp_path / "large.jpg", quality=90)
     decoded_sizes = []
     original_draft = JpegImagePlugin.JpegImageFile.draft
 
@@ -279,9 +279,9 @@ def test_large_jpeg_is_decoded_in_draft_mode(tmp_path, monkeypatch):
         return result
 
     monkeypatch.setattr(JpegImagePlugin.JpegImageFile, "draft", spy)
-    rgb = images.load_rgb(path, max_side=300)
+    rgb = images.load_rgb(path, max_side=np.int64(300))
     assert rgb.shape == (200, 300, 3) and (np.abs(rgb.astype(int) - (200, 30, 30)) <= 3).all()
-    assert decoded_sizes == [(600, 400)]  # a quarter of each side: 1/16 of the pixels decoded
+    assert decoded_sizes == [(601, 401)]  # a quarter of each side (rounded up): 1/16 of the pixels decoded
 
 
 def test_decompression_bomb_is_a_per_file_error(tmp_path):
@@ -376,3 +376,20 @@ def test_lite0_smallest_input_is_its_total_stride():
     assert backbones.min_input_side("efficientnet_lite0") == 32
     assert backbones.min_image_side("efficientnet_lite0", augment=True) == 36  # crop_size: round(31.5) = 32
     assert data.MIN_SIDE == min(backbones.min_input_side(name) for name in backbones.BACKBONES)
+
+
+def test_orientation_from_xmp_and_broken_exif(tmp_path):
+    """Orientation stored only in XMP is applied too; an unreadable EXIF block means "as stored"."""
+    from PIL import PngImagePlugin
+
+    upright = upright_image()
+    xmp = PngImagePlugin.PngInfo()
+    xmp.add_itxt("XML:com.adobe.xmp", '<x:xmpmeta xmlns:x="adobe:ns:meta/"><rdf:RDF xmlns:rdf="http://www.w3.org/1999/02/22-rdf-syntax-ns#">'
+                 '<rdf:Description xmlns:tiff="http://ns.adobe.com/tiff/1.0/" tiff:Orientation="6"/></rdf:RDF></x:xmpmeta>')
+    path = save(Image.fromarray(np.ascontiguousarray(stored_as(upright, 6))), tmp_path / "xmp.png", pnginfo=xmp)
+    assert np.array_equal(images.load_rgb(path, apply_exif_orientation=True), upright)
+    assert images.read_size(path, apply_exif_orientation=True) == (48, 32) and images.read_size(path) == (32, 48)
+    broken = tmp_path / "broken_exif.png"
+    Image.fromarray(upright).save(broken, exif=b"Exif\x00\x00" + b"\xff" * 40)
+    assert np.array_equal(images.load_rgb(broken, apply_exif_orientation=True), upright)
+    assert images.read_size(broken, apply_exif_orientation=True) == (48, 32)

@@ -23,7 +23,7 @@ header size against `MAX_PIXELS` itself, before any pixel is decoded.
 """
 from __future__ import annotations
 
-import math
+import numbers
 from pathlib import Path
 
 import numpy as np
@@ -105,7 +105,10 @@ def _orientation(image: Image.Image) -> int:
     """The EXIF (or XMP) orientation 1..8 still to apply to the decoded pixels; 1 when none or invalid."""
     if image.format == "TIFF":
         return 1  # Pillow's TIFF reader applies the tag itself (size at open is already upright)
-    orientation = image.getexif().get(ORIENTATION_TAG, 1)
+    try:
+        orientation = image.getexif().get(ORIENTATION_TAG, 1)
+    except Exception:  # a corrupt EXIF block: the pixels are fine, shown as stored (as viewers do)
+        return 1
     return orientation if orientation in range(1, 9) else 1
 
 
@@ -150,26 +153,30 @@ def load_rgb(path, apply_exif_orientation: bool = False, max_side: int | None = 
     Raises ImageError for every failure: missing or empty file, not an image, truncated or corrupt
     data, more than MAX_PIXELS pixels, an unsupported mode. ValueError for max_side < 1.
     """
-    if max_side is not None and (isinstance(max_side, bool) or int(max_side) != max_side or max_side < 1):
+    if max_side is not None and (isinstance(max_side, bool) or not isinstance(max_side, numbers.Integral) or max_side < 1):
         raise ValueError(f"max_side must be a positive integer or None, got {max_side!r}")
     path = Path(path)
     image = _open(path)
     try:
         with image:
-            if max_side is not None and max(image.size) > max_side:
-                wanted = target_size(image.size, max_side)
+            stored_size, swapped = image.size, False
+            wanted = target_size(stored_size, max_side) if max_side is not None and max(stored_size) > max_side else None
+            if wanted is not None:
                 image.draft(None, (wanted[0] * DRAFT_GAP, wanted[1] * DRAFT_GAP))  # no-op but for JPEG
             image.load()
-            if apply_exif_orientation and _orientation(image) != 1:
+            orientation = _orientation(image) if apply_exif_orientation else 1
+            if orientation != 1:  # the EXIF block parsed (and is cached), so this cannot fail on it
                 image = ImageOps.exif_transpose(image)
+                swapped = orientation in SWAPPING_ORIENTATIONS
             rgb = rgb_array(image)
     except ImageError:
         raise
     except Exception as error:  # Pillow raises OSError, SyntaxError, struct.error, ... for bad data
         raise ImageError(path, _reason(error)) from error
-    if max_side is not None and max(rgb.shape[:2]) > max_side:
-        size = target_size((rgb.shape[1], rgb.shape[0]), max_side)
-        rgb = np.array(Image.fromarray(rgb).resize(size, Image.Resampling.LANCZOS))
+    if wanted is not None:  # from the stored size: a draft's rounding must not change the aspect ratio
+        size = wanted[::-1] if swapped else wanted
+        if (rgb.shape[1], rgb.shape[0]) != size:
+            rgb = np.array(Image.fromarray(rgb).resize(size, Image.Resampling.LANCZOS))
     return rgb
 
 
@@ -195,7 +202,9 @@ def rgb_array(image: Image.Image) -> np.ndarray:
     ):
         rgba = image.convert("RGBA")
         return np.array(Image.alpha_composite(Image.new("RGBA", image.size, WHITE + (255,)), rgba).convert("RGB"))
-    if mode in ("RGB", "1", "L", "P", "RGBX", "CMYK", "YCbCr", "LAB", "HSV"):
+    if mode == "RGB":
+        return np.array(image)
+    if mode in ("1", "L", "P", "RGBX", "CMYK", "YCbCr", "LAB", "HSV"):
         return np.array(image.convert("RGB"))
     raise ValueError(f"unsupported image mode '{mode}'")
 
