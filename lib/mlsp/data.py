@@ -43,9 +43,9 @@ AVA_ROW = "AVA.txt row rejected"
 TEST_LIST_LINE = "test list line rejected"
 TEST_ID_NOT_IN_AVA = "test id not in AVA.txt"
 PROBLEM_COLUMNS = ["source", "line", "image_id", "kind", "reason"]
-# Smaller images are excluded for every backbone: the smallest `mlsp.backbones.min_input_side` of
-# the kit's networks (Lite0's total stride; the Inceptions need 75, 86 with crops: checked per
-# backbone at extraction and scoring, since the metadata is shared by all backbones).
+# Smaller images fit no backbone: the smallest `mlsp.backbones.min_input_side` of the kit's networks
+# (Lite0's total stride; tests/test_images.py checks it). A constant, so that reading AVA needs no
+# network; notebook 00 passes the largest `min_image_side` of its backbones (86 for the Inceptions).
 MIN_SIDE = 32
 
 ImageFile.LOAD_TRUNCATED_IMAGES = False  # a truncated JPEG is an error, not a grey band
