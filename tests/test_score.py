@@ -1,22 +1,83 @@
-"""Scoring new photos with a saved scorer: full resolution, 8 crops, bad files skipped."""
+"""Scoring new photos with a saved scorer: 8 crops, bounded memory, rows kept as they are scored,
+bad files reported and skipped."""
+import csv
+import dataclasses
+import json
+import subprocess
+import sys
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 import pytest
 from PIL import Image
 
-from mlsp import backbones, cli, features, heads, score
+from mlsp import cli, features, heads, images, score
+
+LITE0_CHANNELS = 1808
+INCEPTION_V3_CHANNELS = 10048  # narrow MLSP features of mixed0-mixed10 (the paper's count)
+
+
+def smooth_photo(width: int, height: int, seed: int) -> np.ndarray:
+    """A photo-like RGB uint8 image: smooth gradients plus a little noise, no symmetry."""
+    rng = np.random.default_rng(seed)
+    rows, columns = np.mgrid[0:height, 0:width]
+    channels = [np.sin(rows / (7 + 3 * c) + c) * np.cos(columns / (11 + 2 * c)) * 100 + 128 + 30 * rows / height for c in range(3)]
+    image = np.stack(channels, axis=-1) + rng.normal(0, 6, size=(height, width, 3))
+    return np.clip(image, 0, 255).astype(np.uint8)
+
+
+def save(array: np.ndarray, path: Path, **options) -> Path:
+    Image.fromarray(array).save(path, **options)
+    return path
+
+
+def read_rows(path) -> list[dict]:
+    with open(path, newline="") as handle:
+        return list(csv.DictReader(handle))
 
 
 @pytest.fixture(scope="module")
-def scorer(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("scorer")
-    head = heads.single_1fc(1808)
-    head.layers[-1].set_weights([np.full((1808, 1), 0.01, np.float32), np.array([5.0], np.float32)])
+def head_file(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("head")
+    head = heads.single_1fc(LITE0_CHANNELS)
+    head.layers[-1].set_weights([np.full((LITE0_CHANNELS, 1), 0.01, np.float32), np.array([5.0], np.float32)])
     head.save(folder / "trained.keras")
-    return score.save_scorer(folder / "model", folder / "trained.keras", "efficientnet_lite0", "imagenet", "narrow", trained_on="test")
+    return folder / "trained.keras"
 
 
-def test_scores_folder_and_skips_bad_files(scorer, tmp_path):
+@pytest.fixture(scope="module")
+def scorer(head_file):
+    return score.save_scorer(head_file.parent / "model", head_file, "efficientnet_lite0", "imagenet", "narrow", trained_on="test", max_side=160)
+
+
+@pytest.fixture(scope="module")
+def loaded(scorer):
+    return score.load_scorer(scorer)
+
+
+@pytest.fixture
+def cached_loading(monkeypatch, loaded):
+    """`mlsp score` with the module's loaded Lite0 scorer (loading costs seconds; tested on its own),
+    honouring each folder's max_side; counts the loads."""
+    loads = []
+
+    def load(model_dir, cache_dir=None):
+        loads.append(model_dir)
+        return dataclasses.replace(loaded, folder=Path(model_dir), max_side=score.read_config(model_dir)["max_side"] or score.FALLBACK_MAX_SIDE)
+
+    monkeypatch.setattr(score, "load_scorer", load)
+    return loads
+
+
+def expected_score(loaded, image: np.ndarray) -> float:
+    """The head's mean over the 8 views, computed apart from score.py: features of all 8 views in
+    one batch, through the head's known weights."""
+    narrow = loaded.forward(loaded.backbone.preprocess(features.augmented_views(image)))["narrow"]
+    return float(np.mean(np.asarray(narrow) @ np.full((LITE0_CHANNELS,), 0.01) + 5.0))
+
+
+def test_scores_folder_and_skips_bad_files(scorer, cached_loading, tmp_path, capsys):
     photos = tmp_path / "photos"
     photos.mkdir()
     rng = np.random.default_rng(0)
@@ -24,24 +85,271 @@ def test_scores_folder_and_skips_bad_files(scorer, tmp_path):
         Image.fromarray(rng.integers(0, 255, size=(size[1], size[0], 3), dtype=np.uint8)).save(photos / name)
     (photos / "broken.jpg").write_bytes(b"\xff\xd8\xff garbage")
     output = tmp_path / "scores.csv"
-    assert cli.main(["score", str(photos), "--model", str(scorer), "--output", str(output)]) == 0
+    assert cli.main(["score", str(photos), "--model", str(scorer), "--output", str(output)]) == score.EXIT_SOME_SKIPPED
     table = pd.read_csv(output).set_index("path")
+    assert list(table.reset_index().columns) == score.COLUMNS
     assert table["predicted_mos"].notna().sum() == 2
     assert np.isnan(table.loc[str(photos / "broken.jpg"), "predicted_mos"])
     error = table.loc[str(photos / "broken.jpg"), "error"]
     assert isinstance(error, str) and error  # the reason is kept beside the path
+    assert f"skipped {photos / 'broken.jpg'}:" in capsys.readouterr().err
+    assert (table.loc[str(photos / "a.jpg"), ["scored_width", "scored_height"]] == [120, 90]).all()
 
 
-def test_score_is_the_mean_over_the_eight_full_resolution_crops(scorer, tmp_path):
+def test_score_is_the_mean_over_the_eight_full_resolution_crops(scorer, loaded, cached_loading, tmp_path):
     image = np.random.default_rng(1).integers(0, 255, size=(90, 130, 3), dtype=np.uint8)
     Image.fromarray(image).save(tmp_path / "x.png")
     table = score.score_paths([tmp_path / "x.png"], scorer, progress=False)
-    backbone = backbones.load("efficientnet_lite0", "imagenet")
-    narrow = features.mlsp_model(backbone, kinds=("narrow",)).predict_on_batch(backbone.preprocess(features.augmented_views(image)))["narrow"]
-    expected = float(np.mean(narrow @ np.full((1808,), 0.01) + 5.0))
-    assert table["predicted_mos"].iloc[0] == pytest.approx(expected, rel=1e-4)
+    assert table["predicted_mos"].iloc[0] == pytest.approx(expected_score(loaded, image), rel=1e-4)
 
 
-def test_missing_scorer_folder_is_explained(tmp_path):
-    with pytest.raises(FileNotFoundError, match="not a scorer folder"):
+def test_view_batch_gives_the_augmented_views_in_their_order():
+    image = np.random.default_rng(2).integers(0, 255, size=(37, 53, 3), dtype=np.uint8)  # odd sides: uneven corners
+    every_view = features.augmented_views(image)
+    for indices in ([0], [3, 4], [5, 6, 7], list(range(8))):
+        np.testing.assert_array_equal(score.view_batch(image, indices), every_view[indices])
+
+
+def test_views_per_batch_follows_the_budget():
+    per_view = score.forward_bytes_per_pixel("inception_v3") * 1000
+    assert score.views_per_batch("inception_v3", 1000, per_view * 3.5) == 3
+    assert score.views_per_batch("inception_v3", 1000, per_view * 100) == 8
+    assert score.views_per_batch("inception_v3", 1000, per_view * 0.9) == 0
+
+
+def test_batches_sized_to_the_budget_leave_the_score_unchanged(loaded):
+    image = smooth_photo(110, 80, seed=3)
+    crop_height, crop_width = features.crop_size(80, 110)
+    per_view = score.forward_bytes_per_pixel(loaded.backbone.name) * crop_height * crop_width
+    batch_sizes = []
+
+    def counting(batch):
+        batch_sizes.append(len(batch))
+        return loaded.forward(batch)
+
+    counted = dataclasses.replace(loaded, forward=counting)
+    scores = {views: score.score_image(counted, image, per_view * views) for views in (1, 3, 8)}
+    assert batch_sizes == [1] * 8 + [3, 3, 2] + [8]
+    assert scores[1] == pytest.approx(expected_score(loaded, image), rel=1e-5)
+    assert scores[3] == pytest.approx(scores[1], rel=1e-5) and scores[8] == pytest.approx(scores[1], rel=1e-5)
+
+
+def test_scoring_side_keeps_the_training_range_and_thin_images_scorable():
+    assert score.scoring_side((800, 600), max_side=800, min_side=86) is None  # within the range: untouched
+    assert score.scoring_side((6000, 4000), max_side=800, min_side=86) == 800
+    assert score.scoring_side((4000, 6000), max_side=800, min_side=86) == 800
+    panorama = score.scoring_side((20000, 1000), max_side=800, min_side=86)
+    assert panorama == 1720 and round(1000 * panorama / 20000) >= 86  # the shorter side stays >= 86
+    thin = score.scoring_side((2000, 90), max_side=800, min_side=86)
+    assert thin == 1912 and round(90 * thin / 2000) == 86
+    assert score.scoring_side((2000, 86), max_side=800, min_side=86) is None  # any smaller would be too small
+
+
+def test_every_head_loads_in_a_fresh_process(loaded, tmp_path):
+    boundaries = features.block_boundaries(loaded.backbone)
+    built = {
+        "single_1fc": (heads.single_1fc(LITE0_CHANNELS), "narrow"),
+        "single_3fc": (heads.single_3fc(LITE0_CHANNELS), "narrow"),
+        "multi_3fc": (heads.multi_3fc(boundaries), "narrow"),
+        "pool_3fc": (heads.pool_3fc(LITE0_CHANNELS), "wide"),
+    }
+    assert set(built) == set(heads.HEADS)
+    for name, (model, _) in built.items():
+        model.save(tmp_path / f"{name}.keras")
+    save(smooth_photo(64, 48, seed=4), tmp_path / "photo.png")
+    kinds = {name: kind for name, (_, kind) in built.items()}
+    program = f"""
+import json, sys
+from pathlib import Path
+from mlsp import cli, score
+assert "mlsp.heads" not in sys.modules  # as in a fresh `mlsp score`
+work, statuses = Path({str(tmp_path)!r}), {{}}
+for name, kind in {kinds!r}.items():
+    folder = score.save_scorer(work / name, work / f"{{name}}.keras", "efficientnet_lite0", "random", kind, trained_on="test", max_side=64)
+    statuses[name] = cli.main(["score", str(work / "photo.png"), "--model", str(folder), "--output", str(work / f"{{name}}.csv")])
+print(json.dumps(statuses))
+"""
+    done = subprocess.run([sys.executable, "-c", program], capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert json.loads(done.stdout.strip().splitlines()[-1]) == {name: score.EXIT_ALL_SCORED for name in heads.HEADS}
+    for name in heads.HEADS:
+        (row,) = read_rows(tmp_path / f"{name}.csv")
+        assert np.isfinite(float(row["predicted_mos"])) and row["error"] == ""
+
+
+def test_too_small_image_is_reported_and_the_rest_scored_with_an_inception_scorer(tmp_path, capsys):
+    head = heads.single_1fc(INCEPTION_V3_CHANNELS)
+    head.save(tmp_path / "head.keras")
+    folder = score.save_scorer(tmp_path / "scorer", tmp_path / "head.keras", "inception_v3", "random", "narrow", trained_on="test", max_side=800)
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for name, (width, height) in {"a.png": (100, 90), "b.png": (120, 100), "small.png": (80, 60)}.items():
+        save(smooth_photo(width, height, seed=width), photos / name)
+    output = tmp_path / "scores.csv"
+    assert cli.main(["score", str(photos), "--model", str(folder), "--output", str(output)]) == score.EXIT_SOME_SKIPPED
+    rows = {Path(row["path"]).name: row for row in read_rows(output)}
+    assert np.isfinite(float(rows["a.png"]["predicted_mos"])) and np.isfinite(float(rows["b.png"]["predicted_mos"]))
+    assert rows["small.png"]["predicted_mos"] == ""
+    assert "too small: 80x60" in rows["small.png"]["error"] and "86 px" in rows["small.png"]["error"]
+    err = capsys.readouterr().err
+    assert "skipped" in err and "small.png" in err and "skipped 1" in err
+
+
+def test_large_photo_is_scored_at_max_side_unless_full_resolution(scorer, cached_loading, tmp_path):
+    original = save(smooth_photo(240, 180, seed=5), tmp_path / "large.png")  # max_side of the scorer: 160
+    downscaled = save(images.load_rgb(original, max_side=160), tmp_path / "downscaled.png")
+    table = score.score_paths([original], scorer, progress=False)
+    assert (table.loc[0, "scored_width"], table.loc[0, "scored_height"]) == (160, 120)
+    direct = score.score_paths([downscaled], scorer, progress=False, full_resolution=True)
+    assert table.loc[0, "predicted_mos"] == pytest.approx(direct.loc[0, "predicted_mos"], rel=1e-6)
+    full = score.score_paths([original], scorer, progress=False, full_resolution=True)
+    assert (full.loc[0, "scored_width"], full.loc[0, "scored_height"]) == (240, 180)
+    assert full.loc[0, "predicted_mos"] != pytest.approx(table.loc[0, "predicted_mos"], rel=1e-6)
+
+
+def test_a_view_above_the_memory_budget_is_skipped_not_run(scorer, cached_loading, tmp_path):
+    photo = save(smooth_photo(120, 90, seed=6), tmp_path / "photo.png")
+    table = score.score_paths([photo], scorer, progress=False, memory_budget_gb=1e-4)
+    assert np.isnan(table.loc[0, "predicted_mos"]) and "above the memory budget" in table.loc[0, "error"]
+
+
+def test_a_failed_forward_pass_skips_only_that_image(scorer, loaded, monkeypatch, tmp_path):
+    calls = []
+
+    def forward(batch):
+        calls.append(len(batch))
+        if len(calls) == 2:
+            raise RuntimeError("simulated failure\nwith pages of context")
+        return loaded.forward(batch)
+
+    monkeypatch.setattr(score, "load_scorer", lambda model_dir, cache_dir=None: dataclasses.replace(loaded, forward=forward))
+    paths = [save(smooth_photo(60 + 10 * index, 50, seed=index), tmp_path / f"{index}.png") for index in range(3)]
+    table = score.score_paths(paths, scorer, progress=False)
+    assert table["predicted_mos"].notna().tolist() == [True, False, True]
+    assert table.loc[1, "error"] == "the forward pass failed (RuntimeError: simulated failure)"
+
+
+def test_interrupted_run_keeps_its_rows_and_resume_completes_it(scorer, cached_loading, monkeypatch, tmp_path, capsys):
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for index in range(5):
+        save(smooth_photo(70 + index, 60, seed=index), photos / f"{index}.png")
+    output = tmp_path / "scores.csv"
+    decoded, real_load = [], images.load_rgb
+
+    def interrupt_third(path, *args, **kwargs):
+        decoded.append(Path(path).name)
+        if len(decoded) == 3:
+            raise KeyboardInterrupt
+        return real_load(path, *args, **kwargs)
+
+    monkeypatch.setattr(images, "load_rgb", interrupt_third)
+    assert cli.main(["score", str(photos), "--model", str(scorer), "--output", str(output)]) == score.EXIT_INTERRUPTED
+    first = read_rows(output)
+    assert [Path(row["path"]).name for row in first] == ["0.png", "1.png"] and all(row["predicted_mos"] for row in first)
+    assert "--resume" in capsys.readouterr().err
+
+    decoded.clear()
+    monkeypatch.setattr(images, "load_rgb", lambda path, *args, **kwargs: decoded.append(Path(path).name) or real_load(path, *args, **kwargs))
+    assert cli.main(["score", str(photos), "--model", str(scorer), "--output", str(output)]) == score.EXIT_USAGE  # no silent overwrite
+    assert read_rows(output) == first
+    assert cli.main(["score", str(photos), "--model", str(scorer), "--output", str(output), "--resume"]) == score.EXIT_ALL_SCORED
+    assert decoded == ["2.png", "3.png", "4.png"]  # the first two were not scored again
+    rows = read_rows(output)
+    assert [Path(row["path"]).name for row in rows] == [f"{index}.png" for index in range(5)]
+    assert rows[:2] == first
+    assert "2 already in the output" in capsys.readouterr().out
+
+
+def test_resume_retries_failed_files_and_keeps_one_row_per_file(scorer, cached_loading, tmp_path):
+    photo = tmp_path / "late.png"
+    photo.write_bytes(b"not yet a png")
+    good = save(smooth_photo(70, 60, seed=7), tmp_path / "good.png")
+    output = tmp_path / "scores.csv"
+    assert cli.main(["score", str(good), str(photo), "--model", str(scorer), "--output", str(output)]) == score.EXIT_SOME_SKIPPED
+    save(smooth_photo(70, 60, seed=8), photo)  # the file is fixed
+    assert cli.main(["score", str(good), str(photo), "--model", str(scorer), "--output", str(output), "--resume"]) == score.EXIT_ALL_SCORED
+    rows = read_rows(output)
+    assert [Path(row["path"]).name for row in rows] == ["good.png", "late.png"] and all(row["error"] == "" for row in rows)
+
+
+@pytest.mark.parametrize("case", ["missing directory", "a directory", "exists", "not a scores csv"])
+def test_bad_output_fails_before_the_model_is_loaded(scorer, cached_loading, tmp_path, capsys, case):
+    photo = save(smooth_photo(70, 60, seed=9), tmp_path / "photo.png")
+    output, flags = {"missing directory": (tmp_path / "nowhere" / "scores.csv", []), "a directory": (tmp_path, []),
+                     "exists": (tmp_path / "old.csv", []), "not a scores csv": (tmp_path / "other.csv", ["--resume"])}[case]
+    if case == "exists":
+        output.write_text("path,predicted_mos,error\nx.jpg,5.0,\n")
+    if case == "not a scores csv":
+        output.write_text("id,value\n1,2\n")
+    before = output.read_text() if output.is_file() else None
+    assert cli.main(["score", str(photo), "--model", str(scorer), "--output", str(output), *flags]) == score.EXIT_USAGE
+    assert cached_loading == []  # nothing was loaded, nothing scored
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and str(output) in err[0]
+    assert (output.read_text() if output.is_file() else None) == before
+
+
+def test_nothing_scored_gives_its_own_status(scorer, cached_loading, tmp_path):
+    broken = tmp_path / "broken.jpg"
+    broken.write_bytes(b"\xff\xd8\xff garbage")
+    output = tmp_path / "scores.csv"
+    assert cli.main(["score", str(broken), str(tmp_path / "missing.png"), "--model", str(scorer), "--output", str(output)]) == score.EXIT_NONE_SCORED
+    assert [row["error"] != "" for row in read_rows(output)] == [True, True]
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert cli.main(["score", str(empty), "--model", str(scorer), "--output", str(tmp_path / "none.csv")]) == score.EXIT_NONE_SCORED
+    assert not (tmp_path / "none.csv").exists()  # a run that scored nothing leaves no file a rerun must --overwrite
+
+
+def test_exif_rotated_photo_scores_like_the_upright_one(scorer, cached_loading, tmp_path):
+    upright = smooth_photo(100, 70, seed=10)
+    stored = np.rot90(upright, k=1)  # what a phone stores for orientation 6 (display: rotate 90 degrees clockwise)
+    exif = Image.Exif()
+    exif[images.ORIENTATION_TAG] = 6
+    rotated = save(stored, tmp_path / "rotated.png", exif=exif)
+    plain = save(stored, tmp_path / "stored.png")
+    reference = save(upright, tmp_path / "upright.png")
+    table = score.score_paths([rotated, reference, plain], scorer, progress=False).set_index("path")
+    assert table.loc[str(rotated), "predicted_mos"] == pytest.approx(table.loc[str(reference), "predicted_mos"], rel=1e-5)
+    assert table.loc[str(rotated), "predicted_mos"] != pytest.approx(table.loc[str(plain), "predicted_mos"], rel=1e-5)
+    assert (table.loc[str(rotated), "scored_width"], table.loc[str(rotated), "scored_height"]) == (100, 70)
+
+
+def test_16_bit_grey_png_scores_like_its_8_bit_version(scorer, cached_loading, tmp_path):
+    grey = smooth_photo(90, 80, seed=11)[..., 0]
+    eight = save(grey, tmp_path / "grey8.png")
+    sixteen = save((grey.astype(np.uint16) * 257), tmp_path / "grey16.png")
+    assert Image.open(sixteen).mode.startswith("I")  # really 16-bit on disk
+    table = score.score_paths([eight, sixteen], scorer, progress=False)
+    assert table["error"].tolist() == ["", ""]
+    assert table.loc[1, "predicted_mos"] == pytest.approx(table.loc[0, "predicted_mos"], rel=1e-6)
+
+
+def test_old_scorer_json_without_max_side_falls_back_to_ava_size(scorer, tmp_path, capsys):
+    config = json.loads((scorer / "scorer.json").read_text())
+    assert score.scoring_max_side(score.read_config(scorer), scorer) == 160
+    del config["max_side"]
+    (tmp_path / "scorer.json").write_text(json.dumps(config))
+    assert score.scoring_max_side(score.read_config(tmp_path), tmp_path) == score.FALLBACK_MAX_SIDE == 800
+    assert "records no max_side" in capsys.readouterr().err
+
+
+def test_missing_or_broken_scorer_folder_is_explained(tmp_path):
+    with pytest.raises(score.ScoringError, match="not a scorer folder"):
         score.score_paths([tmp_path], tmp_path)
+    (tmp_path / "scorer.json").write_text('{"backbone": "efficientnet_lite0", "weights": "imagenet", "kind": "narrow", "max_side": 0}')
+    with pytest.raises(score.ScoringError, match="max_side must be a positive integer"):
+        score.read_config(tmp_path)
+    (tmp_path / "scorer.json").write_text("{not json")
+    with pytest.raises(score.ScoringError, match="scorer.json: cannot be read as JSON"):
+        score.read_config(tmp_path)
+
+
+def test_cli_help_states_the_modules_memory_budget_and_exit_statuses(capsys):
+    with pytest.raises(SystemExit):
+        cli.main(["score", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert f"(default {score.DEFAULT_MEMORY_BUDGET_GB:g} GB" in text
+    for status in (score.EXIT_ALL_SCORED, score.EXIT_SOME_SKIPPED, score.EXIT_USAGE, score.EXIT_NONE_SCORED, score.EXIT_INTERRUPTED):
+        assert f" {status} " in text

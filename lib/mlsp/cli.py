@@ -32,11 +32,29 @@ def _check(args) -> int:
 
 
 def _score(args) -> int:
-    from mlsp.score import score_paths
+    from mlsp import score
 
-    table = score_paths(args.paths, model_dir=args.model, output=args.output)
-    print(f"scored {int(table['predicted_mos'].notna().sum())} of {len(table)} images -> {args.output}")
-    return 0
+    try:
+        table = score.score_paths(
+            args.paths, model_dir=args.model, output=args.output, resume=args.resume, overwrite=args.overwrite,
+            full_resolution=args.full_resolution, memory_budget_gb=args.memory_budget,
+        )
+    except score.ScoringError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return score.EXIT_USAGE
+    except KeyboardInterrupt:
+        print(f"interrupted: the rows scored so far are in {args.output}; rerun with --resume to continue", file=sys.stderr)
+        return score.EXIT_INTERRUPTED
+    if table.empty:
+        print(f"no image files found in {' '.join(args.paths)} (suffixes: {', '.join(sorted(score.IMAGE_SUFFIXES))})", file=sys.stderr)
+        return score.EXIT_NONE_SCORED
+    scored = int(table["predicted_mos"].notna().sum())
+    already = table.attrs.get("already_scored", 0)
+    print(
+        f"scored {scored} of {len(table)} images ({already} already in the output), skipped {len(table) - scored} -> {args.output}",
+        file=sys.stderr if scored < len(table) else sys.stdout,
+    )
+    return score.exit_status(table)
 
 
 def _readme(args) -> int:
@@ -67,10 +85,23 @@ def main(argv: list[str] | None = None) -> int:
     check.add_argument("--profile", required=True)
     check.set_defaults(handler=_check)
 
-    score = commands.add_parser("score", help="predict the MOS of photos with a trained model")
-    score.add_argument("paths", nargs="+", help="image files or folders")
-    score.add_argument("--model", required=True, help="a folder written by mlsp.score.save_scorer (e.g. results/demo/model)")
-    score.add_argument("--output", default="scores.csv")
+    score = commands.add_parser(
+        "score",
+        help="predict the MOS of photos with a trained model",
+        description="Predict the MOS of photos: the mean of the scorer's predictions over 8 crops, one CSV row per file "
+        "(path, predicted_mos, error, scored_width, scored_height), written as each file is scored. Files that cannot "
+        "be scored (unreadable, too small for the backbone, over the memory budget) get their reason in `error`.",
+        epilog="exit status: 0 every file scored; 1 some files skipped (see `error`); 2 bad arguments, scorer folder or "
+        "output (nothing scored); 3 no file scored (all skipped, or no image files found); 130 interrupted (rows so far kept).",
+    )
+    score.add_argument("paths", nargs="+", help="image files or folders (searched recursively for image suffixes)")
+    score.add_argument("--model", required=True, help="a folder written by mlsp.score.save_scorer (the demo writes data/demo/scorer)")
+    score.add_argument("--output", default="scores.csv", help="CSV to write (default scores.csv); its directory must exist")
+    existing = score.add_mutually_exclusive_group()
+    existing.add_argument("--resume", action="store_true", help="continue an existing output: files scored in it are skipped, files that failed are tried again (also fine when the output does not exist yet)")
+    existing.add_argument("--overwrite", action="store_true", help="replace an existing output (without --resume or --overwrite an existing output is refused)")
+    score.add_argument("--full-resolution", action="store_true", help="score each photo at its stored size instead of bringing it to the scorer's training size range (longer side at most the max_side in scorer.json)")
+    score.add_argument("--memory-budget", type=float, metavar="GB", help="memory for one batch of views in the forward pass (default 2 GB; TensorFlow and the model take about 0.7-1 GB more); a photo whose single view needs more is skipped (only happens with --full-resolution)")
     score.set_defaults(handler=_score)
 
     readme = commands.add_parser("readme", help="regenerate the README's results section from results/<profile>")
