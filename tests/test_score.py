@@ -290,6 +290,20 @@ def test_bad_output_fails_before_the_model_is_loaded(scorer, cached_loading, tmp
     assert (output.read_text() if output.is_file() else None) == before
 
 
+@pytest.mark.parametrize("budget", ["0", "-1", "nan", "inf"])
+def test_a_budget_that_is_not_a_positive_number_is_refused_before_any_work(scorer, cached_loading, tmp_path, capsys, budget):
+    photo = save(smooth_photo(70, 60, seed=9), tmp_path / "photo.png")
+    status = cli.main(["score", str(photo), "--model", str(scorer), "--output", str(tmp_path / "s.csv"), "--memory-budget", budget])
+    assert status == score.EXIT_USAGE and cached_loading == [] and not (tmp_path / "s.csv").exists()
+    assert "--memory-budget" in capsys.readouterr().err
+
+
+def test_a_head_of_another_kind_is_refused_when_loading(head_file, tmp_path):
+    folder = score.save_scorer(tmp_path / "wrong", head_file, "efficientnet_lite0", "random", "wide", trained_on="test", max_side=160)
+    with pytest.raises(score.ScoringError, match=r"head.keras: takes inputs of shape \(1808,\).*\(5, 5, 1808\)"):
+        score.load_scorer(folder)
+
+
 def test_nothing_scored_gives_its_own_status(scorer, cached_loading, tmp_path):
     broken = tmp_path / "broken.jpg"
     broken.write_bytes(b"\xff\xd8\xff garbage")

@@ -26,7 +26,7 @@ import numpy as np
 import pandas as pd
 
 from mlsp import backbones, images
-from mlsp.features import FEATURE_KINDS, crop_size, mlsp_model, traced
+from mlsp.features import FEATURE_KINDS, WIDE_SIZE, crop_size, mlsp_model, traced
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"}
 COLUMNS = ["path", "predicted_mos", "error", "scored_width", "scored_height"]
@@ -147,9 +147,13 @@ def load_scorer(model_dir, cache_dir=None) -> Scorer:
     max_side = scoring_max_side(config, model_dir)
     head = _load_head(model_dir / "head.keras")
     backbone = backbones.load(config["backbone"], config["weights"], cache_dir=cache_dir)
-    channels, head_channels = sum(backbone.block_channels()), head.input_shape[-1]
-    if head_channels != channels:
-        raise ScoringError(f"{model_dir / 'head.keras'}: takes {head_channels} feature channels, but {config['backbone']}'s {config['kind']} features have {channels}")
+    channels = sum(backbone.block_channels())
+    features_shape = (channels,) if config["kind"] == "narrow" else (WIDE_SIZE, WIDE_SIZE, channels)
+    if tuple(head.input_shape[1:]) != features_shape:
+        raise ScoringError(
+            f"{model_dir / 'head.keras'}: takes inputs of shape {tuple(head.input_shape[1:])}, but {config['backbone']}'s "
+            f"{config['kind']} features have shape {features_shape} (a head of another backbone or kind?)"
+        )
     forward = traced(mlsp_model(backbone, kinds=(config["kind"],)))
     min_side = backbones.min_image_side(config["backbone"], augment=True)
     return Scorer(model_dir, backbone, head, config["kind"], max_side, min_side, forward)
@@ -391,7 +395,7 @@ def score_paths(
     DEFAULT_MEMORY_BUDGET_GB. Raises ScoringError (scorer folder, output file, budget) before any scoring.
     """
     memory_budget_gb = DEFAULT_MEMORY_BUDGET_GB if memory_budget_gb is None else memory_budget_gb
-    if not memory_budget_gb > 0:
+    if not (memory_budget_gb > 0 and math.isfinite(memory_budget_gb)):
         raise ScoringError(f"--memory-budget must be a positive number of GB, got {memory_budget_gb}")
     read_config(model_dir)  # a wrong folder is reported before the output is touched
     scores_file = ScoresFile(output, resume=resume, overwrite=overwrite) if output is not None else None
@@ -407,17 +411,17 @@ def score_paths(
                 pending.append(path)
         if pending:
             scorer = load_scorer(model_dir, cache_dir=cache_dir)
-            iterator = pending
+            iterator, report = pending, print
             if progress and len(pending) > 1:
                 from tqdm import tqdm
 
-                iterator = tqdm(pending, desc="scoring", unit="img")
+                iterator, report = tqdm(pending, desc="scoring", unit="img"), tqdm.write  # lines above the bar, not through it
             for path in iterator:
                 row = score_file(scorer, path, full_resolution, memory_budget_gb * 1e9)
                 if scores_file is not None:
                     scores_file.append(row)
                 if row["error"]:
-                    print(f"skipped {path}: {row['error']}", file=sys.stderr)
+                    report(f"skipped {path}: {row['error']}", file=sys.stderr)
                 rows.append(row)
     finally:
         if scores_file is not None:
