@@ -90,3 +90,13 @@ def test_fit_traces_the_training_step_once():
     model.train_step = lambda data: traces.append(1) or step(data)
     train.fit(model, features, np.arange(32), np.full(32, 5.0), np.arange(32, 40), np.full(8, 5.0), train.Protocol(max_epochs=2, batch_size=8), seed=0)
     assert len(traces) == 1
+
+
+def test_block_ablation_slices_the_last_k_blocks_and_refuses_more_than_there_are():
+    from mlsp import experiments
+
+    boundaries = [0, 4, 10, 16]
+    assert experiments.block_channels(boundaries, 2) == (slice(4, None), [0, 6, 12])
+    assert experiments.block_channels(boundaries, 3) == (None, boundaries)
+    with pytest.raises(ValueError, match="last_blocks=4, but the features have 3 blocks"):
+        experiments.block_channels(boundaries, 4)

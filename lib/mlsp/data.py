@@ -19,7 +19,6 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from PIL import Image, ImageFile
 
 from mlsp import images
 
@@ -48,7 +47,6 @@ PROBLEM_COLUMNS = ["source", "line", "image_id", "kind", "reason"]
 # network; notebook 00 passes the largest `min_image_side` of its backbones (86 for the Inceptions).
 MIN_SIDE = 32
 
-ImageFile.LOAD_TRUNCATED_IMAGES = False  # a truncated JPEG is an error, not a grey band
 
 
 @dataclass

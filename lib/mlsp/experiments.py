@@ -113,9 +113,12 @@ def protocol_from(parameters: dict) -> train.Protocol:
 
 
 def block_channels(boundaries, last_blocks: int | None) -> tuple[slice | None, list[int]]:
-    """The channel slice of the last k blocks, and the block boundaries within it."""
+    """The channel slice of the last k blocks, and the block boundaries within it. Raises ValueError
+    when k exceeds the number of blocks (a row labelled "last 20 blocks" must not train on 16)."""
     boundaries = [int(b) for b in boundaries]
-    if last_blocks is None or last_blocks >= len(boundaries) - 1:
+    if last_blocks is not None and last_blocks > len(boundaries) - 1:
+        raise ValueError(f"last_blocks={last_blocks}, but the features have {len(boundaries) - 1} blocks (block_counts must lie in 1..{len(boundaries) - 1})")
+    if last_blocks is None or last_blocks == len(boundaries) - 1:
         return None, boundaries
     start = boundaries[-1 - last_blocks]
     return slice(start, None), [b - start for b in boundaries[-1 - last_blocks :]]
