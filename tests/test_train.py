@@ -100,3 +100,13 @@ def test_block_ablation_slices_the_last_k_blocks_and_refuses_more_than_there_are
     assert experiments.block_channels(boundaries, 3) == (None, boundaries)
     with pytest.raises(ValueError, match="last_blocks=4, but the features have 3 blocks"):
         experiments.block_channels(boundaries, 4)
+
+
+def test_largest_training_side_ignores_validation_and_test_images():
+    import pandas as pd
+
+    from mlsp import experiments
+
+    metadata = pd.DataFrame({"width": [300, 640, 900, 120], "height": [500, 480, 100, 1000], "mos": 5.0})
+    split = experiments.Split(metadata, train=np.array([0, 1]), validation=np.array([2]), test=np.array([3]))
+    assert split.largest_training_side == 640

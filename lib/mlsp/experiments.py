@@ -59,6 +59,11 @@ class Split:
     def mos(self) -> np.ndarray:
         return self.metadata["mos"].to_numpy(dtype=np.float32)
 
+    @property
+    def largest_training_side(self) -> int:
+        """The longest side (pixels) among the training images: a scorer brings new photos to it."""
+        return int(self.metadata.iloc[self.train][["width", "height"]].to_numpy().max())
+
 
 def load_split(metadata_csv) -> Split:
     metadata = read_metadata(metadata_csv)
