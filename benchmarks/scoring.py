@@ -28,6 +28,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 DEMO_SCORER = REPO / "data" / "demo" / "scorer"
 MLSP = [sys.executable, "-m", "mlsp.cli"]
+SETTINGS = ("default", "full_resolution", "full_resolution_one_view")
 
 # A fresh parent per run: RUSAGE_CHILDREN's maxrss is the largest over all children it waited for.
 PEAK_OF_CHILD = """
@@ -70,6 +71,7 @@ def main() -> None:
     parser.add_argument("--model", type=Path, help="scorer folder (default: data/demo/scorer, else one built here)")
     parser.add_argument("--width", type=int, default=6000)
     parser.add_argument("--height", type=int, default=4000)
+    parser.add_argument("--settings", nargs="+", choices=SETTINGS, default=list(SETTINGS), help="which settings to measure (default: all)")
     args = parser.parse_args()
 
     from mlsp import features, score
@@ -93,6 +95,8 @@ def main() -> None:
         "full_resolution_one_view": ["--full-resolution", "--memory-budget", f"{math.ceil(one_view_gb * 10) / 10:.1f}"],
     }
     for name, flags in settings.items():
+        if name not in args.settings:
+            continue
         output = work / f"{name}.csv"
         result = measure([*MLSP, "score", str(photo), "--model", str(model), "--output", str(output), *flags])
         row = {}

@@ -207,10 +207,13 @@ def test_large_photo_is_scored_at_max_side_unless_full_resolution(scorer, cached
     assert full.loc[0, "predicted_mos"] != pytest.approx(table.loc[0, "predicted_mos"], rel=1e-6)
 
 
-def test_a_view_above_the_memory_budget_is_skipped_not_run(scorer, cached_loading, tmp_path):
+def test_a_view_above_the_memory_budget_is_skipped_without_decoding(scorer, cached_loading, monkeypatch, tmp_path):
     photo = save(smooth_photo(120, 90, seed=6), tmp_path / "photo.png")
+    decoded = []
+    monkeypatch.setattr(images, "load_rgb", lambda *args, **kwargs: decoded.append(args))
     table = score.score_paths([photo], scorer, progress=False, memory_budget_gb=1e-4)
     assert np.isnan(table.loc[0, "predicted_mos"]) and "above the memory budget" in table.loc[0, "error"]
+    assert decoded == []  # decided from the header
 
 
 def test_a_failed_forward_pass_skips_only_that_image(scorer, loaded, monkeypatch, tmp_path):

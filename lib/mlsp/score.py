@@ -218,14 +218,9 @@ class Skip(Exception):
     """One image cannot be scored; the message is the reason (the file is not part of it)."""
 
 
-def score_image(scorer: Scorer, image: np.ndarray, memory_budget_bytes: float) -> float:
-    """Predicted MOS of an RGB uint8 image [H, W, 3], taken as it is: the mean of the head's
-    predictions over the 8 views, run in batches that fit the budget.
-
-    Raises Skip when the image is smaller than the backbone needs, when one view alone does not
-    fit the budget, or when the forward pass fails.
-    """
-    height, width = image.shape[:2]
+def checked_batch_size(scorer: Scorer, width: int, height: int, memory_budget_bytes: float) -> int:
+    """Views per batch (1-8) for an image of width x height pixels. Raises Skip when the image is
+    smaller than the backbone needs or one view alone does not fit the budget."""
     if min(height, width) < scorer.min_side:
         raise Skip(f"too small: {width}x{height}, the {scorer.backbone.name} scorer needs at least {scorer.min_side} px on the shorter side")
     crop_height, crop_width = crop_size(height, width)
@@ -236,6 +231,17 @@ def score_image(scorer: Scorer, image: np.ndarray, memory_budget_bytes: float) -
             f"one view of {crop_width}x{crop_height} needs about {needed:.1f} GB, above the memory budget of "
             f"{memory_budget_bytes / 1e9:.1f} GB (raise --memory-budget, or score without --full-resolution)"
         )
+    return batch_size
+
+
+def score_image(scorer: Scorer, image: np.ndarray, memory_budget_bytes: float) -> float:
+    """Predicted MOS of an RGB uint8 image [H, W, 3], taken as it is: the mean of the head's
+    predictions over the 8 views, run in batches that fit the budget.
+
+    Raises Skip when the image is smaller than the backbone needs, when one view alone does not
+    fit the budget, or when the forward pass fails.
+    """
+    batch_size = checked_batch_size(scorer, image.shape[1], image.shape[0], memory_budget_bytes)
     predictions = []
     try:
         for start in range(0, VIEWS, batch_size):
@@ -259,6 +265,7 @@ def score_file(scorer: Scorer, path: Path, full_resolution: bool, memory_budget_
     try:
         size = images.read_size(path, apply_exif_orientation=True)
         side = None if full_resolution else scoring_side(size, scorer.max_side, scorer.min_side)
+        checked_batch_size(scorer, *(images.target_size(size, side) if side else size), memory_budget_bytes)  # before decoding: a skipped photo costs nothing
         image = images.load_rgb(path, apply_exif_orientation=True, max_side=side)
         row["scored_height"], row["scored_width"] = image.shape[:2]
         row["predicted_mos"] = score_image(scorer, image, memory_budget_bytes)
