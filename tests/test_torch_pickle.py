@@ -118,14 +118,14 @@ def storages_in(value) -> list:
     return list(found.values())
 
 
-def write_checkpoint(path, state, storages=None, keys=None, header=(torch_pickle.LEGACY_MAGIC_NUMBER, 1001, SYSTEM_INFO), after=b""):
+def write_checkpoint(path, state, storages=None, keys=None, header=(torch_pickle.LEGACY_MAGIC_NUMBER, 1001, SYSTEM_INFO), after=b"", protocol=2):
     """A legacy checkpoint of `state`; `storages` (their data, in this order) and `keys` default to what torch writes."""
     storages = storages_in(state) if storages is None else storages
     stream = io.BytesIO()
     for value in header:
-        pickle.dump(value, stream, protocol=2)
-    LegacyPickler(stream, protocol=2).dump(state)
-    pickle.dump([storage.key for storage in storages] if keys is None else keys, stream, protocol=2)
+        pickle.dump(value, stream, protocol=protocol)
+    LegacyPickler(stream, protocol=protocol).dump(state)
+    pickle.dump([storage.key for storage in storages] if keys is None else keys, stream, protocol=protocol)
     for storage in storages:
         stream.write(struct.pack("<q", storage.count) + storage.data)
     path.write_bytes(stream.getvalue() + after)
@@ -192,13 +192,18 @@ def test_well_formed_checkpoint_loads_exact_arrays(checkpoint):
     assert type(loaded) is collections.OrderedDict and not hasattr(loaded, "_metadata")
 
 
-def test_plain_dict_and_python2_ordered_dict_load(checkpoint, tmp_path):
+def test_plain_dict_protocol_4_and_python2_checkpoints_load(checkpoint, tmp_path):
     storage = Storage("0", [1.0, 2.0])
     assert torch_pickle.load_legacy_state_dict(checkpoint({"b": Tensor(storage, 0, (2,), (1,))}))["b"].tolist() == [1.0, 2.0]
-    # Python 2's OrderedDict pickled its items as a list of pairs passed to the class.
-    python2 = Call(Global("collections", "OrderedDict"), ([["a", Tensor(storage, 1, (1,), (1,))]],))
+    # torch.save(..., pickle_protocol=4): frames, MEMOIZE, short strings
+    framed = write_checkpoint(tmp_path / "framed.pth", {"b": Tensor(storage, 0, (2,), (1,))}, protocol=4)
+    assert pickle.FRAME in framed.read_bytes()
+    assert torch_pickle.load_legacy_state_dict(framed)["b"].tolist() == [1.0, 2.0]
+    # Python 2: OrderedDict got its items as a list of pairs; str was a byte string (SHORT_BINSTRING)
+    key = Raw(pickle.SHORT_BINSTRING + bytes([1]) + b"a")
+    python2 = Call(Global("collections", "OrderedDict"), ([[key, Tensor(storage, 1, (1,), (1,))]],))
     path = write_checkpoint(tmp_path / "python2.pth", python2, storages=[storage])
-    assert list(torch_pickle.load_legacy_state_dict(path).items())[0][1].tolist() == [2.0]
+    assert [(name, array.tolist()) for name, array in torch_pickle.load_legacy_state_dict(path).items()] == [("a", [2.0])]
 
 
 def test_largest_in_bounds_view_loads(checkpoint):
@@ -288,13 +293,14 @@ def many_views(count):
         ({"w": Tensor(Storage("0", [1.0]), 0, (2**20, 2**20), (0, 0))}, None, "more than 4 times the 4 bytes stored"),
         # one storage copied out under many names
         (many_views(5), None, "tensor 'v4' brings the bytes to copy out to 20,000, more than 4 times the 4,000 bytes stored"),
-        # a 4 GiB string in a few bytes (BINUNICODE with its length and no data)
-        ({"w": Raw(pickle.BINUNICODE + struct.pack("<I", 2**32 - 1))}, [], "not a well-formed legacy checkpoint pickle"),
+        # a 4 GiB string, or a 1 TiB pickle frame, in a few bytes: a length and no data
+        ({"w": Raw(pickle.BINUNICODE + struct.pack("<I", 2**32 - 1))}, [], "a string of 4,294,967,295 bytes, but the file has"),
+        ({"w": Raw(pickle.FRAME + struct.pack("<Q", 2**40))}, [], "a pickle frame of 1,099,511,627,776 bytes, but the file has"),
         # bytes, which the C unpickler allocates at their claimed size before reading (BINBYTES8)
         ({"w": Raw(pickle.BINBYTES8 + struct.pack("<Q", 2**40))}, [], "pickle opcode BINBYTES8 is not one a state dict uses"),
         ({"w": Raw(pickle.BINBYTES + struct.pack("<I", 2**32 - 1))}, [], "pickle opcode BINBYTES is not one a state dict uses"),
     ],
-    ids=["storage", "zero-strides", "many-views", "unicode", "bytes8", "bytes"],
+    ids=["storage", "zero-strides", "many-views", "unicode", "frame", "bytes8", "bytes"],
 )
 def test_claimed_sizes_are_refused_without_allocating(checkpoint, state, storages, words):
     path = checkpoint(state, storages=storages)
@@ -351,6 +357,29 @@ def test_a_truncated_checkpoint_is_a_named_refusal_wherever_it_is_cut(tmp_path):
     for length in sorted(set(range(0, len(data), 9)) | set(range(len(data) - 64, len(data)))):
         cut.write_bytes(data[:length])
         refusal(cut)
+
+
+def test_a_corrupted_checkpoint_loads_or_is_a_named_refusal(tmp_path):
+    """Seeded random corruption: each file loads to arrays or raises CheckpointError, nothing else."""
+    shared = Storage("0", np.arange(24, dtype=np.float32))
+    state = {"a": Tensor(shared, 0, (2, 3, 4), (12, 4, 1)), "t": Tensor(shared, 0, (4, 3), (1, 4)), "n": Tensor(Storage("1", [7], "LongStorage"), 0, (), ())}
+    whole = write_checkpoint(tmp_path / "whole.pth", state).read_bytes()
+    generator = np.random.default_rng(0)
+    path = tmp_path / "corrupt.pth"
+    refused = 0
+    for _ in range(120):
+        data = bytearray(whole)
+        for position in generator.integers(0, len(data), size=3):
+            data[position] = generator.integers(0, 256)
+        path.write_bytes(bytes(data))
+        try:
+            loaded = torch_pickle.load_legacy_state_dict(path)
+        except CheckpointError as error:
+            assert str(error).startswith(f"{path}: ")
+            refused += 1
+        else:
+            assert all(type(array) is np.ndarray and array.flags.owndata for array in loaded.values())
+    assert refused > 60  # most corruptions hit the pickles or the counts
 
 
 def test_bytes_after_the_last_storage_are_refused(checkpoint):
@@ -447,6 +476,21 @@ def test_build_on_a_state_dict_sets_only_metadata(checkpoint):
 )
 def test_opcodes_a_state_dict_never_uses_are_refused(checkpoint, opcodes, words):
     assert words in refusal(checkpoint({"w": opcodes}, storages=[]), UnsafePickleError)
+
+
+@pytest.mark.parametrize(
+    "opcodes, words",
+    [
+        (pickle.APPENDS, "not a well-formed legacy checkpoint pickle (IndexError"),  # no MARK to pop
+        (pickle.BINGET + b"\xff", "not a well-formed legacy checkpoint pickle (UnpicklingError: Memo value not found at index 255)"),
+        (pickle.EMPTY_DICT + pickle.MARK + pickle.NONE + pickle.SETITEMS, "SETITEMS with 1 items, not key-value pairs"),
+        (b"\xff", "pickle opcode 0xff is not one a state dict uses"),
+        (pickle.STOP, "expected a state dict (a dict of tensors), found a str"),
+    ],
+    ids=["stack-underflow", "memo", "odd-setitems", "unknown-opcode", "early-stop"],
+)
+def test_malformed_pickles_are_named_refusals(checkpoint, opcodes, words):
+    assert refusal(checkpoint({"w": Raw(opcodes)}, storages=[])).startswith(words)
 
 
 def test_a_deeply_nested_value_is_named_without_recursing_into_it(checkpoint):

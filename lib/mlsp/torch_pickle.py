@@ -12,14 +12,16 @@ Refusing globals is not enough: every size in the file is a claim, and pickle op
 set attributes and build structures. So the reader
 - runs only the opcodes a state dict uses, through the pure-Python unpickler's handlers (the C
   unpickler allocates a counted bytes object before reading it, calls whatever a REDUCE names
-  and sets attributes on whatever a BUILD names);
+  and sets attributes on whatever a BUILD names), and checks each counted string against the
+  bytes left in the file before reading it;
 - hands out fresh per-load stand-ins for the allowed globals, never the module function or the
   OrderedDict class, calls only those, and allows BUILD only on an OrderedDict the file made
   (torch sets its `_metadata` that way; it is dropped): nothing of the process can change;
 - allows only strings and ints as dict keys (hashing a deeply nested tuple overflows the C stack);
 - checks each tensor's shape, stride and offset against its storage, each storage's element
   count against the bytes left in the file, and bounds the bytes it copies out, all before it
-  allocates anything.
+  allocates anything; a storage's bytes are read straight into the array of the one tensor
+  that covers it, when there is one (the usual case), so the file is held in memory once.
 Every refusal is a `CheckpointError` (a ValueError and a pickle.UnpicklingError) whose message
 starts with the file's path.
 """
@@ -28,6 +30,7 @@ from __future__ import annotations
 import collections
 import io
 import math
+import os
 import pickle
 import pickletools
 import reprlib
@@ -83,13 +86,12 @@ class _StorageType:
 
 
 class _Storage:
-    """A storage named by a persistent id; `array` views its bytes in the file once they are read."""
+    """A storage named by a persistent id: `size` elements of `dtype` (little-endian in the file)."""
 
-    __slots__ = ("dtype", "size", "array")
+    __slots__ = ("dtype", "size")
 
     def __init__(self, dtype: np.dtype, size: int):
         self.dtype, self.size = dtype, size
-        self.array: np.ndarray | None = None
 
 
 class _AllowedCallable:
@@ -152,13 +154,13 @@ def _describe(value) -> str:
 
 
 _OPCODE_NAMES = {ord(opcode.code): opcode.name for opcode in pickletools.opcodes}
-# What torch.save's legacy format writes with pickle protocols 2-4 (Python 2's strings included).
-# Left out: object construction (INST, OBJ, NEWOBJ, NEWOBJ_EX), the extension registry (EXT1/2/4),
-# the text protocol, bytes, sets, out-of-band buffers and stack tricks (DUP, POP).
+# What torch.save's legacy format writes with pickle protocols 2-4 (Python 2's short strings
+# included). Left out: object construction (INST, OBJ, NEWOBJ, NEWOBJ_EX), the extension registry
+# (EXT1/2/4), the text protocol, bytes, sets, out-of-band buffers and stack tricks (DUP, POP).
 _ALLOWED_OPCODES = (
     "PROTO FRAME STOP MARK GLOBAL STACK_GLOBAL BINPUT LONG_BINPUT MEMOIZE BINGET LONG_BINGET "
     "NONE NEWTRUE NEWFALSE BININT BININT1 BININT2 LONG1 BINFLOAT BINUNICODE SHORT_BINUNICODE "
-    "BINSTRING SHORT_BINSTRING EMPTY_TUPLE TUPLE TUPLE1 TUPLE2 TUPLE3 EMPTY_LIST APPEND APPENDS "
+    "SHORT_BINSTRING EMPTY_TUPLE TUPLE TUPLE1 TUPLE2 TUPLE3 EMPTY_LIST APPEND APPENDS "
     "EMPTY_DICT SETITEM SETITEMS REDUCE BUILD BINPERSID"
 ).split()
 
@@ -172,12 +174,46 @@ class _PlainUnpickler(pickle._Unpickler):
     """Plain data only: no globals, no persistent ids, no calls, no BUILD.
 
     Built on the standard library's pure-Python unpickler (a private class) because its opcode
-    table can be restricted, and its handlers read counted data with read(n), which never
-    allocates more than the bytes the file still holds.
+    table can be restricted. Of the allowed opcodes only BINUNICODE and FRAME state a length
+    over 255 that read(n) would allocate at once; both are checked against the bytes left in
+    the file.
     """
 
-    def __init__(self, file):
+    def __init__(self, file: io.BufferedReader, file_size: int):
         super().__init__(file, encoding="utf-8")  # Python 2 strings, as torch.load decodes them
+        self.file, self.file_size = file, file_size
+
+    def load(self):
+        # pickle._Unpickler.load without its _Unframer, which adds a Python call to every read:
+        # frames are read through (load_frame), so every read goes to the file anyway.
+        self.read, self.readline = self._file_read, self._file_readline
+        self.metastack, self.stack = [], []
+        self.append = self.stack.append
+        read, dispatch = self.read, self.dispatch
+        try:
+            while True:
+                opcode = read(1)
+                if not opcode:
+                    raise EOFError("the file ends inside a pickle")
+                dispatch[opcode[0]](self)
+        except pickle._Stop as stop:
+            return stop.value
+
+    def _check_length(self, length: int, what: str) -> None:
+        remaining = self.file_size - self.file.tell()
+        if length > remaining:
+            raise CheckpointError(f"{what} of {length:,} bytes, but the file has {remaining:,} left (truncated)")
+
+    def load_binunicode(self):
+        (length,) = struct.unpack("<I", self.read(4))
+        self._check_length(length, "a string")
+        self.append(str(self.read(length), "utf-8", "surrogatepass"))
+
+    def load_frame(self):
+        # A frame only groups the opcodes that follow it for buffered reading; they are read
+        # straight from the file instead, so the frame's stated length is never allocated.
+        (length,) = struct.unpack("<Q", self.read(8))
+        self._check_length(length, "a pickle frame")
 
     def find_class(self, module, name):
         raise UnsafePickleError(f"refusing to load global {module}.{name}: not a tensor storage, tensor rebuild or OrderedDict")
@@ -217,6 +253,8 @@ class _PlainUnpickler(pickle._Unpickler):
 
     def load_setitems(self):
         items = self.pop_mark()
+        if len(items) % 2:
+            raise CheckpointError(f"SETITEMS with {len(items)} items, not key-value pairs")
         self._set_items(zip(items[::2], items[1::2]))
 
     def _append(self, items):
@@ -232,8 +270,12 @@ class _PlainUnpickler(pickle._Unpickler):
         self._append(self.pop_mark())
 
 
-_OVERRIDES = {"REDUCE": _PlainUnpickler.load_reduce, "BUILD": _PlainUnpickler.load_build, "SETITEM": _PlainUnpickler.load_setitem,
-              "SETITEMS": _PlainUnpickler.load_setitems, "APPEND": _PlainUnpickler.load_append, "APPENDS": _PlainUnpickler.load_appends}
+_OVERRIDES = {
+    "BINUNICODE": _PlainUnpickler.load_binunicode, "FRAME": _PlainUnpickler.load_frame,
+    "REDUCE": _PlainUnpickler.load_reduce, "BUILD": _PlainUnpickler.load_build,
+    "SETITEM": _PlainUnpickler.load_setitem, "SETITEMS": _PlainUnpickler.load_setitems,
+    "APPEND": _PlainUnpickler.load_append, "APPENDS": _PlainUnpickler.load_appends,
+}
 _PlainUnpickler.dispatch = _OpcodeTable(
     (getattr(pickle, name)[0], _OVERRIDES.get(name) or pickle._Unpickler.dispatch[getattr(pickle, name)[0]]) for name in _ALLOWED_OPCODES
 )
@@ -247,9 +289,8 @@ def _is_count(value) -> bool:
 class _StateDictUnpickler(_PlainUnpickler):
     """The object pickle: the storage types, the tensor rebuild and OrderedDict, as per-load stand-ins."""
 
-    def __init__(self, file, file_size: int):
-        super().__init__(file)
-        self.file_size = file_size
+    def __init__(self, file: io.BufferedReader, file_size: int):
+        super().__init__(file, file_size)
         self.storages: dict[str, _Storage] = {}
         self.rebuild_tensor = _AllowedCallable("torch._utils._rebuild_tensor_v2", _rebuild_tensor_v2)
         self.ordered_dict = _AllowedCallable("collections.OrderedDict", _new_ordered_dict)
@@ -321,32 +362,31 @@ class _TensorView:
                 raise CheckpointError(f"tensor {name!r} reaches element {last:,} of a storage of {storage.size:,} elements")
         self.storage, self.offset, self.shape, self.stride = storage, offset, shape, stride
 
-    def is_contiguous(self) -> bool:
-        """Whether the strides are the C-order ones (a size-1 dimension's stride addresses nothing)."""
+    def covers_storage(self) -> bool:
+        """Whether the tensor is its whole storage in C order (a size-1 dimension's stride addresses nothing)."""
         expected = 1
         for n, s in zip(reversed(self.shape), reversed(self.stride)):
             if n != 1 and s != expected:
                 return False
             expected *= n
-        return True
+        return self.offset == 0 and self.size == self.storage.size
 
-    def to_numpy(self) -> np.ndarray:
-        """A C-contiguous copy in native byte order that owns its memory."""
-        array = np.empty(self.shape, dtype=self.storage.dtype)
-        if self.size == 0:
-            return array
-        base = self.storage.array
-        if self.is_contiguous():  # nearly every tensor; a slice is several times faster than as_strided
-            source = base[self.offset : self.offset + self.size].reshape(self.shape)
-        else:
-            strides = tuple(s * base.itemsize if n > 1 else 0 for n, s in zip(self.shape, self.stride))
-            source = np.lib.stride_tricks.as_strided(base[self.offset :], shape=self.shape, strides=strides, writeable=False)
-        np.copyto(array, source)
+    def copy_from(self, storage_array: np.ndarray) -> np.ndarray:
+        """The tensor's elements of `storage_array` (its storage's data), as a C-contiguous array of their own."""
+        array = np.empty(self.shape, dtype=_native(storage_array.dtype))
+        if self.size:
+            strides = tuple(s * storage_array.itemsize if n > 1 else 0 for n, s in zip(self.shape, self.stride))
+            view = np.lib.stride_tricks.as_strided(storage_array[self.offset :], shape=self.shape, strides=strides, writeable=False)
+            np.copyto(array, view)
         return array
 
 
+def _native(dtype: np.dtype) -> np.dtype:
+    return dtype.newbyteorder("=")
+
+
 def _check_state_dict(result, storages: dict[str, _Storage]) -> dict[str, _TensorView]:
-    """Name -> checked tensor; the bytes to copy are bounded by the bytes the storages claim."""
+    """Name -> checked tensor; the bytes to copy out are bounded by the bytes the storages claim."""
     if not isinstance(result, dict):
         raise CheckpointError(f"expected a state dict (a dict of tensors), found {_describe(result)}")
     stored_bytes = sum(storage.size * storage.dtype.itemsize for storage in storages.values())
@@ -381,66 +421,81 @@ def _check_storage_keys(keys, storages: dict[str, _Storage]) -> None:
         raise CheckpointError(f"the storage list names {unused[0]!r}, which no tensor uses")
 
 
-def _read_storages(data: bytes, position: int, keys: list[str], storages: dict[str, _Storage]) -> None:
-    """Point each storage at its bytes in `data` (a view, no copy), checking each count against the file."""
+def _read_tensors(file: io.BufferedReader, file_size: int, keys: list[str], storages: dict[str, _Storage], tensors: dict[str, _TensorView]) -> "collections.OrderedDict[str, np.ndarray]":
+    """Read the storages in the order of `keys`, each count checked against its persistent id and the bytes left."""
+    users = collections.defaultdict(list)
+    for name, tensor in tensors.items():
+        users[id(tensor.storage)].append(name)
+    arrays: dict[str, np.ndarray] = {}
     for key in keys:
         storage = storages[key]
-        if len(data) - position < 8:
+        header = file.read(8)
+        if len(header) < 8:
             raise CheckpointError(f"the file ends before storage {key!r} (truncated)")
-        (count,) = struct.unpack_from("<q", data, position)
-        position += 8
+        (count,) = struct.unpack("<q", header)
         if count != storage.size:
             raise CheckpointError(f"storage {key!r} holds {count:,} elements, but its persistent id says {storage.size:,}")
         nbytes = count * storage.dtype.itemsize
-        if nbytes > len(data) - position:
-            raise CheckpointError(f"storage {key!r} needs {nbytes:,} bytes, but the file has {len(data) - position:,} left (truncated)")
-        storage.array = np.frombuffer(data, dtype=storage.dtype.newbyteorder("<"), count=count, offset=position)
-        position += nbytes
-    if position != len(data):
-        raise CheckpointError(f"{len(data) - position:,} unexpected bytes after the last storage")
+        remaining = file_size - file.tell()
+        if nbytes > remaining:
+            raise CheckpointError(f"storage {key!r} needs {nbytes:,} bytes, but the file has {remaining:,} left (truncated)")
+        names = users[id(storage)]
+        whole = len(names) == 1 and tensors[names[0]].covers_storage()
+        # The one tensor that is the whole storage gets the storage's bytes directly: no second copy.
+        data = np.empty(tensors[names[0]].shape if whole else count, dtype=storage.dtype.newbyteorder("<"))
+        if file.readinto(data.reshape(-1).view(np.uint8)) != nbytes:
+            raise CheckpointError(f"storage {key!r}: the file ended while it was read (truncated)")
+        if whole:
+            arrays[names[0]] = data if data.dtype.isnative else data.astype(_native(data.dtype))
+        else:
+            arrays.update((name, tensors[name].copy_from(data)) for name in names)
+    extra = file_size - file.tell()
+    if extra:
+        raise CheckpointError(f"{extra:,} unexpected bytes after the last storage")
+    return collections.OrderedDict((name, arrays[name]) for name in tensors)
 
 
-def _read_header(stream: io.BytesIO) -> None:
+def _read_header(file: io.BufferedReader, file_size: int) -> None:
+    if file.read(4) == b"PK\x03\x04":
+        raise CheckpointError("not a legacy PyTorch checkpoint (zip-format files are not supported)")
+    file.seek(0)
     try:
-        magic = _PlainUnpickler(stream).load()
+        magic = _PlainUnpickler(file, file_size).load()
     except (pickle.UnpicklingError, EOFError, ValueError, TypeError, IndexError, KeyError, struct.error) as error:
         raise CheckpointError(f"not a legacy PyTorch checkpoint (its first pickle does not read: {error})") from None
     if type(magic) is not int or magic != LEGACY_MAGIC_NUMBER:
         raise CheckpointError("not a legacy PyTorch checkpoint (wrong magic number)")
-    protocol_version = _PlainUnpickler(stream).load()
+    protocol_version = _PlainUnpickler(file, file_size).load()
     if type(protocol_version) is not int or protocol_version != LEGACY_PROTOCOL_VERSION:
         raise CheckpointError(f"legacy protocol version {_show(protocol_version)}, expected {LEGACY_PROTOCOL_VERSION}")
-    system_info = _PlainUnpickler(stream).load()
+    system_info = _PlainUnpickler(file, file_size).load()
     if type(system_info) is not dict or system_info.get("little_endian", True) is not True:
         raise CheckpointError(f"system info {_show(system_info)}: only little-endian checkpoints are supported")
 
 
-def _read(data: bytes) -> "collections.OrderedDict[str, np.ndarray]":
-    if data.startswith(b"PK\x03\x04"):
-        raise CheckpointError("not a legacy PyTorch checkpoint (zip-format files are not supported)")
-    stream = io.BytesIO(data)
-    _read_header(stream)
-    unpickler = _StateDictUnpickler(stream, len(data))
+def _read(file: io.BufferedReader) -> "collections.OrderedDict[str, np.ndarray]":
+    file_size = os.fstat(file.fileno()).st_size
+    _read_header(file, file_size)
+    unpickler = _StateDictUnpickler(file, file_size)
     tensors = _check_state_dict(unpickler.load(), unpickler.storages)
-    keys = _PlainUnpickler(stream).load()
+    keys = _PlainUnpickler(file, file_size).load()
     _check_storage_keys(keys, unpickler.storages)
-    _read_storages(data, stream.tell(), keys, unpickler.storages)
-    return collections.OrderedDict((name, tensor.to_numpy()) for name, tensor in tensors.items())
+    return _read_tensors(file, file_size, keys, unpickler.storages, tensors)
 
 
 def load_legacy_state_dict(path: str | Path) -> "collections.OrderedDict[str, np.ndarray]":
-    """Parameter name -> numpy array (a C-contiguous copy in native byte order), from a legacy .pth file.
+    """Parameter name -> numpy array (C-contiguous, native byte order, owning its memory), from a legacy .pth file.
 
     Scalars come back as 0-d arrays. Raises CheckpointError (a ValueError and a
     pickle.UnpicklingError) for a file that is not a well-formed legacy checkpoint, and its
     subclass UnsafePickleError for one that asks for more than a state dict needs; either message
     starts with the file's path. OSError if the file cannot be read.
     """
-    data = Path(path).read_bytes()
-    try:
-        return _read(data)
-    except CheckpointError as error:
-        raise type(error)(f"{path}: {error}") from None
-    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, IndexError, KeyError, struct.error) as error:
-        # The pure-Python unpickler's own complaints about a malformed stream: stack underflow, a bad memo index, ...
-        raise CheckpointError(f"{path}: not a well-formed legacy checkpoint pickle ({type(error).__name__}: {error})") from None
+    with open(path, "rb") as file:
+        try:
+            return _read(file)
+        except CheckpointError as error:
+            raise type(error)(f"{path}: {error}") from None
+        except (pickle.UnpicklingError, EOFError, ValueError, TypeError, IndexError, KeyError, struct.error) as error:
+            # The pure-Python unpickler's own complaints about a malformed stream: stack underflow, a bad memo index, ...
+            raise CheckpointError(f"{path}: not a well-formed legacy checkpoint pickle ({type(error).__name__}: {error})") from None
