@@ -158,6 +158,7 @@ def test_well_formed_checkpoint_loads_exact_arrays(checkpoint):
     counter = Storage("1", [7], "LongStorage")
     half = Storage("2", [1.5, -2.0, 65504.0], "HalfStorage")
     flags = Storage("3", [True, False], "BoolStorage")
+    permuted, own = Storage("4", np.arange(6)), Storage("5", np.arange(6))
     state = collections.OrderedDict(
         [
             ("conv.weight", Tensor(shared, 0, (2, 3, 4), (12, 4, 1))),
@@ -168,6 +169,8 @@ def test_well_formed_checkpoint_loads_exact_arrays(checkpoint):
             ("half", Tensor(half, 0, (3,), (1,))),
             ("flags", Tensor(flags, 0, (2,), (1,), requires_grad=True)),
             ("empty", Tensor(shared, 24, (0, 5), (5, 1))),
+            ("permuted", Tensor(permuted, 0, (3, 2), (1, 3))),  # all of its storage, not in C order (as conv weights ported from TF)
+            ("own", Tensor(own, 0, (2, 1, 3), (3, 7, 1))),  # all of its storage in C order: read straight into its array
         ]
     )
     state._metadata = collections.OrderedDict([("", {"version": 1}), ("conv", {"version": 2})])  # torch sets this; BUILD on the OrderedDict
@@ -183,6 +186,8 @@ def test_well_formed_checkpoint_loads_exact_arrays(checkpoint):
         "half": np.array([1.5, -2.0, 65504.0], dtype=np.float16),
         "flags": np.array([True, False]),
         "empty": np.empty((0, 5), dtype=np.float32),
+        "permuted": np.arange(6, dtype=np.float32).reshape(2, 3).T,
+        "own": np.arange(6, dtype=np.float32).reshape(2, 1, 3),
     }
     assert list(loaded) == list(expected)
     for name, array in loaded.items():
