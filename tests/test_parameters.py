@@ -18,7 +18,10 @@ REFUSED = [
     ("weights", "01_extract_features.yaml", "null", "got null"),
     ("ava_dir", "common.yaml", "''", "non-empty folder path, got ''"),
     ("learning_rate", "02_table2_rescaled.yaml", ".nan", "finite number > 0, got nan"),
-    ("seed", "common.yaml", "-1", "whole number >= 0, got -1"),
+    ("seed", "common.yaml", "-1", "whole number >= 0 and <= 4294967295, got -1"),
+    ("seed", "common.yaml", "4294967296", "whole number >= 0 and <= 4294967295, got 4294967296"),  # keras.utils.set_random_seed's limit
+    ("max_epochs", "03_table3_full_resolution.yaml", "1e3", "digits only"),
+    ("weights", "02_table2_rescaled.yaml", "lib", "is a folder"),
     ("embedded_images", "00_data.yaml", "0", "whole number >= 1, got 0"),
     ("validation_fraction", "00_data.yaml", "1.5", "number in (0, 1), got 1.5"),
     ("num_shards", "01_extract_features.yaml", "0", "whole number >= 1, got 0"),
@@ -200,7 +203,7 @@ def test_a_bad_notebook_default_names_the_notebook(tmp_path):
     (params / "p").mkdir(parents=True)
     (params / "p" / "common.yaml").write_text("profile: p\n")
     message = refusal(lambda: resolve_profile("p", list_notebooks(notebooks), params))
-    assert message.startswith(f"{notebooks / '00_only.ipynb'} (parameters cell): key 'seed' should be a whole number >= 0, got -3")
+    assert message.startswith(f"{notebooks / '00_only.ipynb'} (parameters cell): key 'seed' should be a whole number >= 0 and <= 4294967295, got -3")
 
 
 def test_parameters_without_a_rule_are_still_checked_for_type_and_finiteness(tiny_project):

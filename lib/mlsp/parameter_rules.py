@@ -75,12 +75,14 @@ class Count:
     """A whole number >= minimum (epochs, batch sizes, image counts; 0 where "none" is meaningful)."""
 
     minimum: int = 1
+    maximum: int | None = None
 
     def allowed(self, context: Context) -> str:
-        return f"a whole number >= {self.minimum}"
+        return f"a whole number >= {self.minimum}" + (f" and <= {self.maximum}" if self.maximum is not None else "")
 
     def problem(self, value, context: Context) -> str | None:
-        return None if is_whole_number(value) and value >= self.minimum else ""
+        fits = is_whole_number(value) and value >= self.minimum and (self.maximum is None or value <= self.maximum)
+        return None if fits else ""
 
 
 @dataclass(frozen=True)
@@ -242,6 +244,8 @@ class Weights:
         if value in ("imagenet", "random"):
             return None
         path = resolve_path(value)
+        if path.is_dir():
+            return f"{path} is a folder; give the weights file in it"
         return None if path.is_file() else f"no such file: {path}"
 
 
@@ -260,7 +264,7 @@ class ProfileName:
 RULES = {
     # shared
     "profile": ProfileName(),
-    "seed": Count(minimum=0),
+    "seed": Count(minimum=0, maximum=2**32 - 1),  # keras.utils.set_random_seed's range
     "ava_dir": Text("folder path"),
     "work_dir": Text("folder path"),
     # 00_data

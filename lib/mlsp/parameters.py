@@ -90,12 +90,17 @@ def _type_matches(default, value) -> bool:
 
 def _coerced(default, value):
     """YAML 1.1 reads `1e-4` (no dot) as a string; where the notebook expects a float, read it as one."""
-    if isinstance(default, float) and isinstance(value, str):
-        try:
-            return float(value.strip())
-        except ValueError:
-            return value
-    return value
+    return float(value.strip()) if isinstance(default, float) and _reads_as_float(value) else value
+
+
+def _reads_as_float(value) -> bool:
+    if not isinstance(value, str):
+        return False
+    try:
+        float(value.strip())
+    except ValueError:
+        return False
+    return True
 
 
 def _shown(value) -> str:
@@ -120,7 +125,8 @@ def check_value(where: str, key: str, declared: dict, value, context: Context):
     if value is None or not _type_matches(default, value) or (isinstance(value, float) and not math.isfinite(value)):
         if rule is not None:
             got = _shown(value) if value is None or isinstance(value, float) else f"{type(value).__name__} {_shown(value)}"
-            raise ParameterError(f"{where}: key '{key}' should be {rule.allowed(context)}, got {got}")
+            hint = " (YAML reads a number written like 1e3 as a string: write whole numbers with digits only)" if isinstance(default, int) and _reads_as_float(value) else ""
+            raise ParameterError(f"{where}: key '{key}' should be {rule.allowed(context)}, got {got}{hint}")
         expected = f"a finite {type(default).__name__}" if isinstance(value, float) and _type_matches(default, value) else type(default).__name__
         raise ParameterError(f"{where}: key '{key}' should be {expected}, got {type(value).__name__} ({_shown(value)})")
     if rule is not None:
