@@ -370,3 +370,47 @@ def test_cli_help_states_the_modules_memory_budget_and_exit_statuses(capsys):
     assert f"(default {score.DEFAULT_MEMORY_BUDGET_GB:g} GB" in text
     for status in (score.EXIT_ALL_SCORED, score.EXIT_SOME_SKIPPED, score.EXIT_USAGE, score.EXIT_NONE_SCORED, score.EXIT_INTERRUPTED):
         assert f" {status} " in text
+
+
+def test_resume_from_another_directory_does_not_take_one_file_for_another(scorer, cached_loading, monkeypatch, tmp_path):
+    """Paths are written absolute; relative rows of older outputs are kept but scored again."""
+    output = tmp_path / "scores.csv"
+    for place, seed in (("first", 1), ("second", 2)):
+        (tmp_path / place / "photos").mkdir(parents=True)
+        save(smooth_photo(80, 64, seed=seed), tmp_path / place / "photos" / "same_name.png")
+    monkeypatch.chdir(tmp_path / "first")
+    assert cli.main(["score", "photos", "--model", str(scorer), "--output", str(output)]) == score.EXIT_ALL_SCORED
+    assert read_rows(output)[0]["path"] == str(tmp_path / "first" / "photos" / "same_name.png")
+    monkeypatch.chdir(tmp_path / "second")
+    table = score.score_paths(["photos"], scorer, output=output, resume=True, progress=False)
+    assert table.attrs["already_scored"] == 0  # another file under the same relative name is scored
+    assert [row["path"] for row in read_rows(output)] == [str(tmp_path / place / "photos" / "same_name.png") for place in ("first", "second")]
+
+    older = tmp_path / "older.csv"  # an output of an older version: relative paths, three columns
+    older.write_text("path,predicted_mos,error\nphotos/same_name.png,9.0,\n")
+    table = score.score_paths(["photos"], scorer, output=older, resume=True, progress=False)
+    assert table.attrs["already_scored"] == 0 and table["predicted_mos"].iloc[0] != 9.0
+    assert [row["path"] for row in read_rows(older)] == ["photos/same_name.png", str(tmp_path / "second" / "photos" / "same_name.png")]
+
+
+def test_an_output_that_is_one_of_the_photos_is_refused(scorer, cached_loading, tmp_path, capsys):
+    photo = save(smooth_photo(70, 60, seed=3), tmp_path / "a.png")
+    before = photo.read_bytes()
+    for target in (str(photo), str(tmp_path)):
+        assert cli.main(["score", target, "--model", str(scorer), "--output", str(photo), "--overwrite"]) == score.EXIT_USAGE
+        assert photo.read_bytes() == before and cached_loading == []
+    assert "is one of the files to score" in capsys.readouterr().err
+
+
+def test_a_folder_scan_takes_every_format_pillow_opens_and_reports_broken_links(scorer, cached_loading, tmp_path):
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    save(smooth_photo(70, 60, seed=4), photos / "animation.gif")
+    save(smooth_photo(70, 60, seed=5), photos / "picture.tga")
+    (photos / "broken.jpg").symlink_to(tmp_path / "nowhere.jpg")
+    (photos / "notes.txt").write_text("not a photo")
+    (photos / "document.pdf").write_bytes(b"%PDF-1.4")  # Pillow writes PDFs but cannot open them
+    table = score.score_paths([photos], scorer, progress=False).set_index("path")
+    names = sorted(Path(path).name for path in table.index)
+    assert names == ["animation.gif", "broken.jpg", "picture.tga"]
+    assert np.isnan(table.loc[str(photos / "broken.jpg"), "predicted_mos"]) and table["predicted_mos"].notna().sum() == 2

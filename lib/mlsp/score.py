@@ -28,7 +28,16 @@ import pandas as pd
 from mlsp import backbones, images
 from mlsp.features import FEATURE_KINDS, WIDE_SIZE, crop_size, mlsp_model, traced
 
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"}
+
+def _openable_suffixes() -> frozenset[str]:
+    """File suffixes of every format Pillow can open (not those it can only write, such as .pdf)."""
+    from PIL import Image
+
+    Image.init()
+    return frozenset(suffix for suffix, format_name in Image.registered_extensions().items() if format_name in Image.OPEN)
+
+
+IMAGE_SUFFIXES = _openable_suffixes()
 COLUMNS = ["path", "predicted_mos", "error", "scored_width", "scored_height"]
 VIEWS = 8
 
@@ -160,12 +169,13 @@ def load_scorer(model_dir, cache_dir=None) -> Scorer:
 
 
 def collect(paths) -> list[Path]:
-    """Image files under the given files and folders (folders: by suffix, recursively, sorted),
-    each once, in the order given. A named file is kept whatever its suffix (or if missing), so
-    that its problem is reported rather than silently dropped."""
+    """Image files under the given files and folders (folders: by the suffixes of the formats Pillow
+    opens, recursively, sorted), each once, in the order given. A named file is kept whatever its
+    suffix (or if missing), and so is a broken symbolic link found in a folder, so that its problem
+    is reported rather than silently dropped."""
     found, seen = [], set()
     for path in map(Path, paths):
-        members = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES) if path.is_dir() else [path]
+        members = sorted(p for p in path.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and not p.is_dir()) if path.is_dir() else [path]
         for member in members:
             key = os.path.abspath(member)
             if key not in seen:
@@ -261,7 +271,8 @@ def _first_line(error: Exception) -> str:
 
 def score_file(scorer: Scorer, path: Path, full_resolution: bool, memory_budget_bytes: float) -> dict:
     """One output row for one file: its score and scored size, or its error (never raises for a bad file)."""
-    row = {"path": str(path), "predicted_mos": np.nan, "error": "", "scored_width": np.nan, "scored_height": np.nan}
+    # absolute: a resume from another working directory must not take one file for another
+    row = {"path": os.path.abspath(path), "predicted_mos": np.nan, "error": "", "scored_width": np.nan, "scored_height": np.nan}
     try:
         size = images.read_size(path, apply_exif_orientation=True)
         side = None if full_resolution else scoring_side(size, scorer.max_side, scorer.min_side)
@@ -301,15 +312,16 @@ class ScoresFile:
             raise ScoringError(f"{self.path}: cannot write the scores, directory {self.path.parent} does not exist")
         if self.path.exists() and not (resume or overwrite):
             raise ScoringError(f"{self.path}: exists; pass --resume to continue it (files scored in it are skipped) or --overwrite to replace it")
+        self.kept: list[dict] = []  # rows of an older output with relative paths: kept, not trusted as done
         if resume and self.path.exists():
-            self.done = read_scored_rows(self.path)
+            self.done, self.kept = read_scored_rows(self.path)
         try:
             if resume:  # rewritten without its failed rows, so a retried file ends with one row
                 temporary = self.path.with_name(f".{self.path.name}.resume")
                 with open(temporary, "w", newline="", encoding="utf-8") as handle:
                     writer = csv.DictWriter(handle, COLUMNS)
                     writer.writeheader()
-                    writer.writerows(_formatted(row) for row in self.done.values())
+                    writer.writerows(_formatted(row) for row in [*self.kept, *self.done.values()])
                 os.replace(temporary, self.path)
                 self.handle = open(self.path, "a", newline="", encoding="utf-8")
             else:
@@ -333,7 +345,7 @@ class ScoresFile:
         """Close; a file this run created and wrote no row to is removed (a run that found nothing
         to score, or stopped before its first row, leaves nothing that a rerun must --overwrite)."""
         self.handle.close()
-        if self.created and self.rows_written == 0 and not self.done:
+        if self.created and self.rows_written == 0 and not self.done and not self.kept:
             self.path.unlink(missing_ok=True)
 
 
@@ -347,18 +359,20 @@ def _formatted(row: dict) -> dict:
     }
 
 
-def read_scored_rows(path) -> dict[str, dict]:
-    """Rows of an existing scores CSV that hold a score, by absolute path. Raises ScoringError when
-    the file is not a scores CSV."""
+def read_scored_rows(path) -> tuple[dict[str, dict], list[dict]]:
+    """Rows of an existing scores CSV that hold a score: those with absolute paths by path, and those
+    with relative paths (written by an older version, relative to a working directory nobody
+    recorded) as a list, kept but never taken as done. Raises ScoringError when the file is not a
+    scores CSV."""
     path = Path(path)
     try:
         with open(path, newline="", encoding="utf-8") as handle:
             reader = csv.DictReader(handle)
             if reader.fieldnames is None:
-                return {}
+                return {}, []
             if not {"path", "predicted_mos"} <= set(reader.fieldnames):
                 raise ScoringError(f"{path}: not a scores CSV written by mlsp score (columns {reader.fieldnames}); choose another --output")
-            done = {}
+            done, relative = {}, []
             for row in reader:
                 try:
                     score = float(row.get("predicted_mos") or "nan")
@@ -366,8 +380,12 @@ def read_scored_rows(path) -> dict[str, dict]:
                     continue
                 if row.get("path") and math.isfinite(score) and not row.get("error"):
                     size = [_integer_or_nan(row.get(key)) for key in ("scored_width", "scored_height")]
-                    done[os.path.abspath(row["path"])] = {"path": row["path"], "predicted_mos": score, "error": "", "scored_width": size[0], "scored_height": size[1]}
-            return done
+                    kept = {"path": row["path"], "predicted_mos": score, "error": "", "scored_width": size[0], "scored_height": size[1]}
+                    if os.path.isabs(row["path"]):
+                        done[row["path"]] = kept
+                    else:
+                        relative.append(kept)
+            return done, relative
     except (OSError, UnicodeDecodeError, csv.Error) as error:
         raise ScoringError(f"{path}: cannot be read to resume ({error})") from None
 
@@ -405,9 +423,11 @@ def score_paths(
     if not (memory_budget_gb > 0 and math.isfinite(memory_budget_gb)):
         raise ScoringError(f"--memory-budget must be a positive number of GB, got {memory_budget_gb}")
     read_config(model_dir)  # a wrong folder is reported before the output is touched
+    files = collect(paths)
+    if output is not None and os.path.abspath(output) in {os.path.abspath(path) for path in files}:
+        raise ScoringError(f"{output}: is one of the files to score; choose another --output")
     scores_file = ScoresFile(output, resume=resume, overwrite=overwrite) if output is not None else None
     try:
-        files = collect(paths)
         rows, already = [], 0
         pending = []
         for path in files:
