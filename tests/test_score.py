@@ -64,7 +64,8 @@ def cached_loading(monkeypatch, loaded):
 
     def load(model_dir, cache_dir=None):
         loads.append(model_dir)
-        return dataclasses.replace(loaded, folder=Path(model_dir), max_side=score.read_config(model_dir)["max_side"] or score.FALLBACK_MAX_SIDE)
+        config = score.read_config(model_dir)
+        return dataclasses.replace(loaded, folder=Path(model_dir), max_side=config["max_side"] or score.FALLBACK_MAX_SIDE, views=config["views"])
 
     monkeypatch.setattr(score, "load_scorer", load)
     return loads
@@ -103,11 +104,13 @@ def test_score_is_the_mean_over_the_eight_full_resolution_crops(scorer, loaded, 
     assert table["predicted_mos"].iloc[0] == pytest.approx(expected_score(loaded, image), rel=1e-4)
 
 
-def test_view_batch_gives_the_augmented_views_in_their_order():
+def test_a_subset_of_views_equals_those_views_of_all_eight():
     image = np.random.default_rng(2).integers(0, 255, size=(37, 53, 3), dtype=np.uint8)  # odd sides: uneven corners
     every_view = features.augmented_views(image)
+    assert every_view.shape == (8, 32, 46, 3)
+    np.testing.assert_array_equal(every_view[4], every_view[0][:, ::-1])
     for indices in ([0], [3, 4], [5, 6, 7], list(range(8))):
-        np.testing.assert_array_equal(score.view_batch(image, indices), every_view[indices])
+        np.testing.assert_array_equal(features.augmented_views(image, indices), every_view[indices])
 
 
 def test_views_per_batch_follows_the_budget():
@@ -414,3 +417,18 @@ def test_a_folder_scan_takes_every_format_pillow_opens_and_reports_broken_links(
     names = sorted(Path(path).name for path in table.index)
     assert names == ["animation.gif", "broken.jpg", "picture.tga"]
     assert np.isnan(table.loc[str(photos / "broken.jpg"), "predicted_mos"]) and table["predicted_mos"].notna().sum() == 2
+
+
+def test_a_head_trained_on_whole_images_scores_the_whole_image(head_file, loaded, cached_loading, tmp_path):
+    """A "-aug" row's head (trained on the whole image, one view) is not averaged over crops it never saw."""
+    whole = score.save_scorer(tmp_path / "whole", head_file, "efficientnet_lite0", "imagenet", "narrow", trained_on="test", max_side=160, views=1)
+    assert json.loads((whole / "scorer.json").read_text())["views"] == 1
+    image = smooth_photo(130, 90, seed=6)
+    save(image, tmp_path / "x.png")
+    table = score.score_paths([tmp_path / "x.png"], whole, progress=False)
+    narrow = loaded.forward(loaded.backbone.preprocess(image[None]))["narrow"]
+    expected = float(np.asarray(narrow)[0] @ np.full((LITE0_CHANNELS,), 0.01) + 5.0)
+    assert table["predicted_mos"].iloc[0] == pytest.approx(expected, rel=1e-5)
+    assert expected != pytest.approx(expected_score(loaded, image), rel=1e-5)
+    with pytest.raises(ValueError, match="views must be 1"):
+        score.save_scorer(tmp_path / "bad", head_file, "efficientnet_lite0", "imagenet", "narrow", trained_on="test", views=4)

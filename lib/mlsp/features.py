@@ -64,13 +64,18 @@ def crop_size(height: int, width: int) -> tuple[int, int]:
     return int(round(height * CROP_FRACTION)), int(round(width * CROP_FRACTION))
 
 
-def augmented_views(image: np.ndarray) -> np.ndarray:
-    """The 8 views [8, h, w, 3]: top-left, top-right, bottom-left, bottom-right, then the same mirrored."""
+def augmented_views(image: np.ndarray, indices=range(8)) -> np.ndarray:
+    """The 8 views [8, h, w, 3]: top-left, top-right, bottom-left, bottom-right, then the same
+    mirrored; or only the views `indices` (0-7), in that order, without building the others."""
     height, width = image.shape[:2]
     crop_height, crop_width = crop_size(height, width)
     corners = [(0, 0), (0, width - crop_width), (height - crop_height, 0), (height - crop_height, width - crop_width)]
-    crops = [image[top : top + crop_height, left : left + crop_width] for top, left in corners]
-    return np.stack(crops + [crop[:, ::-1] for crop in crops])
+    views = []
+    for index in indices:
+        top, left = corners[index % 4]
+        crop = image[top : top + crop_height, left : left + crop_width]
+        views.append(crop[:, ::-1] if index >= 4 else crop)
+    return np.stack(views)
 
 
 def views(image: np.ndarray, mode: str, augment: bool) -> np.ndarray:

@@ -26,7 +26,7 @@ import numpy as np
 import pandas as pd
 
 from mlsp import backbones, images
-from mlsp.features import FEATURE_KINDS, WIDE_SIZE, crop_size, mlsp_model, traced
+from mlsp.features import FEATURE_KINDS, WIDE_SIZE, augmented_views, crop_size, mlsp_model, traced
 
 
 def _openable_suffixes() -> frozenset[str]:
@@ -77,15 +77,20 @@ class Scorer:
     max_side: int
     min_side: int
     forward: Callable
+    views: int = VIEWS  # 8: mean over the 8 crops (heads trained on the stored views); 1: the whole image ("-aug" rows)
 
 
-def save_scorer(folder, head_path, backbone: str, weights: str, kind: str, trained_on: str, max_side: int | None = None) -> Path:
+def save_scorer(folder, head_path, backbone: str, weights: str, kind: str, trained_on: str, max_side: int | None = None, views: int = VIEWS) -> Path:
     """Write a scorer folder: the head at `head_path` copied to head.keras, and scorer.json.
 
     max_side: the largest side (pixels) of the images the head was trained on; photos are brought
     to it before scoring. None records nothing, and scoring falls back to 800 px (AVA's largest
-    side) with a note. Raises ValueError for max_side < 1 or an unknown kind.
+    side) with a note. views: 8 when the head was trained on the 8 stored views (scores are the mean
+    over the 8 crops), 1 when on the whole image (the paper's "-aug" rows). Raises ValueError for
+    max_side < 1, views other than 1 or 8, or an unknown kind.
     """
+    if views not in (1, VIEWS):
+        raise ValueError(f"views must be 1 (whole image) or {VIEWS} (the crops), got {views!r}")
     if kind not in FEATURE_KINDS:
         raise ValueError(f"kind '{kind}' is not one of {FEATURE_KINDS}")
     if max_side is not None and (isinstance(max_side, bool) or int(max_side) != max_side or max_side < 1):
@@ -94,7 +99,7 @@ def save_scorer(folder, head_path, backbone: str, weights: str, kind: str, train
     folder.mkdir(parents=True, exist_ok=True)
     head = _load_head(head_path)
     head.save(folder / "head.keras")
-    config = {"backbone": backbone, "weights": weights, "kind": kind, "input_mode": "original", "views": VIEWS, "trained_on": trained_on}
+    config = {"backbone": backbone, "weights": weights, "kind": kind, "input_mode": "original", "views": int(views), "trained_on": trained_on}
     if max_side is not None:
         config["max_side"] = int(max_side)
     (folder / "scorer.json").write_text(json.dumps(config, indent=2))
@@ -132,7 +137,10 @@ def read_config(model_dir) -> dict:
     max_side = config.get("max_side")
     if max_side is not None and (not isinstance(max_side, int) or isinstance(max_side, bool) or max_side < 1):
         raise ScoringError(f"{path}: max_side must be a positive integer, found {max_side!r}")
-    return {**config, "max_side": max_side}
+    views = config.get("views", VIEWS)
+    if views not in (1, VIEWS) or isinstance(views, bool):
+        raise ScoringError(f"{path}: views must be 1 (whole image) or {VIEWS} (the crops), found {views!r}")
+    return {**config, "max_side": max_side, "views": views}
 
 
 def scoring_max_side(config: dict, model_dir) -> int:
@@ -164,8 +172,8 @@ def load_scorer(model_dir, cache_dir=None) -> Scorer:
             f"{config['kind']} features have shape {features_shape} (a head of another backbone or kind?)"
         )
     forward = traced(mlsp_model(backbone, kinds=(config["kind"],)))
-    min_side = backbones.min_image_side(config["backbone"], augment=True)
-    return Scorer(model_dir, backbone, head, config["kind"], max_side, min_side, forward)
+    min_side = backbones.min_image_side(config["backbone"], augment=config["views"] == VIEWS)
+    return Scorer(model_dir, backbone, head, config["kind"], max_side, min_side, forward, config["views"])
 
 
 def collect(paths) -> list[Path]:
@@ -204,24 +212,10 @@ def forward_bytes_per_pixel(backbone_name: str) -> float:
     return measured * MEMORY_MARGIN
 
 
-def views_per_batch(backbone_name: str, view_pixels: int, memory_budget_bytes: float) -> int:
-    """How many views (0-8) of `view_pixels` pixels each fit the memory budget in one batch; 0 when
-    a single view does not."""
-    return int(min(VIEWS, memory_budget_bytes // (forward_bytes_per_pixel(backbone_name) * view_pixels)))
-
-
-def view_batch(image: np.ndarray, indices) -> np.ndarray:
-    """Views `indices` (0-7) of an image [H, W, 3] as [len(indices), h, w, 3]: the same views, in the
-    same order, as mlsp.features.augmented_views, without building the other views."""
-    height, width = image.shape[:2]
-    crop_height, crop_width = crop_size(height, width)
-    corners = [(0, 0), (0, width - crop_width), (height - crop_height, 0), (height - crop_height, width - crop_width)]
-    batch = []
-    for index in indices:
-        top, left = corners[index % 4]
-        crop = image[top : top + crop_height, left : left + crop_width]
-        batch.append(crop[:, ::-1] if index >= 4 else crop)
-    return np.stack(batch)
+def views_per_batch(backbone_name: str, view_pixels: int, memory_budget_bytes: float, views: int = VIEWS) -> int:
+    """How many views (0 to `views`) of `view_pixels` pixels each fit the memory budget in one batch;
+    0 when a single view does not."""
+    return int(min(views, memory_budget_bytes // (forward_bytes_per_pixel(backbone_name) * view_pixels)))
 
 
 class Skip(Exception):
@@ -233,8 +227,8 @@ def checked_batch_size(scorer: Scorer, width: int, height: int, memory_budget_by
     smaller than the backbone needs or one view alone does not fit the budget."""
     if min(height, width) < scorer.min_side:
         raise Skip(f"too small: {width}x{height}, the {scorer.backbone.name} scorer needs at least {scorer.min_side} px on the shorter side")
-    crop_height, crop_width = crop_size(height, width)
-    batch_size = views_per_batch(scorer.backbone.name, crop_height * crop_width, memory_budget_bytes)
+    crop_height, crop_width = crop_size(height, width) if scorer.views == VIEWS else (height, width)
+    batch_size = views_per_batch(scorer.backbone.name, crop_height * crop_width, memory_budget_bytes, scorer.views)
     if batch_size == 0:
         needed = forward_bytes_per_pixel(scorer.backbone.name) * crop_height * crop_width / 1e9
         raise Skip(
@@ -246,7 +240,8 @@ def checked_batch_size(scorer: Scorer, width: int, height: int, memory_budget_by
 
 def score_image(scorer: Scorer, image: np.ndarray, memory_budget_bytes: float) -> float:
     """Predicted MOS of an RGB uint8 image [H, W, 3], taken as it is: the mean of the head's
-    predictions over the 8 views, run in batches that fit the budget.
+    predictions over the 8 views, run in batches that fit the budget (or its prediction on the whole
+    image, for a scorer whose head was trained on whole images).
 
     Raises Skip when the image is smaller than the backbone needs, when one view alone does not
     fit the budget, or when the forward pass fails.
@@ -254,8 +249,9 @@ def score_image(scorer: Scorer, image: np.ndarray, memory_budget_bytes: float) -
     batch_size = checked_batch_size(scorer, image.shape[1], image.shape[0], memory_budget_bytes)
     predictions = []
     try:
-        for start in range(0, VIEWS, batch_size):
-            batch = scorer.backbone.preprocess(view_batch(image, range(start, min(VIEWS, start + batch_size))))
+        for start in range(0, scorer.views, batch_size):
+            views = augmented_views(image, range(start, min(VIEWS, start + batch_size))) if scorer.views == VIEWS else image[None]
+            batch = scorer.backbone.preprocess(views)
             features = scorer.forward(batch)[scorer.kind]
             predictions.append(np.asarray(scorer.head.predict_on_batch(features)).reshape(-1))
     except Exception as error:  # TensorFlow raises many types (InvalidArgument, ResourceExhausted, ...)
