@@ -58,14 +58,23 @@ def extract(
     extractor=None,
     retry_failed: bool = False,
     apply_exif_orientation: bool = False,
+    batch_images: int = 1,
+    sizes=None,
 ) -> dict:
     """Extract the requested kinds for one (input mode, augmentation) pass; returns a summary.
 
     Image i belongs to shard i % num_shards. Images already written are skipped, and so are images
     that failed in an earlier run unless `retry_failed`. The summary's `skipped` lists this run's
     failures ({image_id, path, reason}); `previously_failed` those of earlier runs not retried.
+    batch_images: how many images' views go through the network in one batch (images of equal size
+    only: every rescaled image, and full-resolution images that share a size); one batch per image
+    on a CPU loses little, a GPU wants many. sizes: (width, height) per image, aligned with
+    image_ids; given, the images are taken in order of size, so that equal sizes meet in a batch
+    (AVA has many repeated sizes). The features do not depend on either.
     Raises StoreMismatch when a store exists for other images, StoreLocked when a store is held open.
     """
+    if batch_images < 1:
+        raise ValueError(f"batch_images={batch_images} must be at least 1")
     if not 0 <= shard_index < num_shards:
         raise ValueError(f"shard_index={shard_index} must lie in [0, num_shards={num_shards})")
     mine = [i for i in range(len(image_ids)) if i % num_shards == shard_index]
@@ -88,6 +97,9 @@ def extract(
         pending = (status == PENDING).any(axis=0)
         failed = (status == FAILED).any(axis=0) & ~pending
         todo = [i for i in range(len(ids)) if pending[i] or (retry_failed and failed[i])]
+        if sizes is not None and mode == "original" and batch_images > 1:
+            mine_sizes = [tuple(sizes[i]) for i in mine]
+            todo.sort(key=lambda index: mine_sizes[index])  # a stable sort: equal sizes keep their order
         previously_failed = []
         if failed.any() and not retry_failed:
             reasons = read_failures(next(iter(writers.values())).path)
@@ -101,33 +113,52 @@ def extract(
             from tqdm import tqdm
 
             bar = tqdm(total=len(todo), desc=f"{backbone.name} {mode} {'aug8' if augment else 'whole'}", unit="img")
+        def fail(index: int, reason: str) -> None:
+            skipped.append({"image_id": ids[index], "path": str(paths[index]), "reason": reason})
+            for writer in writers.values():
+                writer.mark_failed(index, reason)
+
+        def run(group: list) -> None:
+            """Views of one or more images of equal size through the network in one batch; when a
+            batch of several fails, each image is tried alone, so only a bad image is lost."""
+            try:
+                outputs = {kind: value.numpy() for kind, value in forward(np.concatenate([views for _, views in group])).items()}
+            except Exception as error:  # e.g. out of memory on one huge image
+                if len(group) > 1:
+                    for item in group:
+                        run([item])
+                    return
+                index = group[0][0]
+                fail(index, f"{paths[index]}: forward pass failed: {type(error).__name__}: {_first_line(error)}")
+                return
+            for position, (index, _) in enumerate(group):
+                for kind, writer in writers.items():
+                    writer.write(index, outputs[kind][position * n_views : (position + 1) * n_views])
+
         with ThreadPoolExecutor(max_workers=workers) as pool:
-            in_flight = deque()
+            in_flight, group = deque(), []
             queue = iter(todo)
             for index in queue:
                 in_flight.append((index, pool.submit(load, index)))
-                if len(in_flight) >= prefetch:
+                if len(in_flight) >= max(prefetch, 2 * batch_images):
                     break
             while in_flight:
                 index, future = in_flight.popleft()
                 following = next(queue, None)
                 if following is not None:
                     in_flight.append((following, pool.submit(load, following)))
-                batch, error = future.result()
-                if error is None:
-                    try:
-                        outputs = {kind: value.numpy() for kind, value in forward(batch).items()}
-                    except Exception as forward_error:  # e.g. out of memory on one huge image: that image only
-                        error = f"{paths[index]}: forward pass failed: {type(forward_error).__name__}: {_first_line(forward_error)}"
-                if error is None:
-                    for kind, writer in writers.items():
-                        writer.write(index, outputs[kind])
+                views, error = future.result()
+                if error is not None:
+                    fail(index, error)
                 else:
-                    skipped.append({"image_id": ids[index], "path": str(paths[index]), "reason": error})
-                    for writer in writers.values():
-                        writer.mark_failed(index, error)
+                    if group and (group[0][1].shape != views.shape or len(group) == batch_images):
+                        run(group)
+                        group = []
+                    group.append((index, views))
                 if bar is not None:
                     bar.update(1)
+            if group:
+                run(group)
         if bar is not None:
             bar.close()
         seconds = time.perf_counter() - started
@@ -144,7 +175,7 @@ def extract(
             writer.close()
 
 
-def run_extraction(metadata, ava_dir, backbone, features_dir, passes: dict, augmentation=(True, False), shard_index: int = 0, num_shards: int = 1, workers: int = 2, progress: bool = True, retry_failed: bool = False, apply_exif_orientation: bool = False) -> list[dict]:
+def run_extraction(metadata, ava_dir, backbone, features_dir, passes: dict, augmentation=(True, False), shard_index: int = 0, num_shards: int = 1, workers: int = 2, progress: bool = True, retry_failed: bool = False, apply_exif_orientation: bool = False, batch_images: int = 1) -> list[dict]:
     """Every pass for one backbone: `passes` maps an input mode to its feature kinds."""
     from mlsp.data import image_path
 
@@ -159,6 +190,7 @@ def run_extraction(metadata, ava_dir, backbone, features_dir, passes: dict, augm
                 extract(
                     ids, paths, backbone, mode, augment, tuple(kinds), features_dir, shard_index, num_shards, workers,
                     progress=progress, extractor=forward, retry_failed=retry_failed, apply_exif_orientation=apply_exif_orientation,
+                    batch_images=batch_images, sizes=list(zip(metadata["width"], metadata["height"])),
                 )
             )
     return summaries

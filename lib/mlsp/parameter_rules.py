@@ -285,6 +285,7 @@ RULES = {
     "num_shards": Count(),
     "merge_shards": Flag(),
     "workers": Count(),
+    "batch_images": Count(),
     "retry_failed": Flag(),
     # 02-05: training
     "backbone": Choice("backbone"),
