@@ -48,7 +48,6 @@ PROBLEM_COLUMNS = ["source", "line", "image_id", "kind", "reason"]
 MIN_SIDE = 32
 
 
-
 @dataclass
 class Problem:
     """A rejected line of AVA.txt or of the test list, or a listed test id that AVA.txt lacks.
