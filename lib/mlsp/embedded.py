@@ -5,6 +5,11 @@ a made-up function of the degradations applied to it, of its source photo and (a
 resolution, and its 10-bin vote histogram is drawn from that latent score. Source photos are the
 real photographs that ship inside the scikit-image and scikit-learn wheels.
 
+Two shapes: "uniform" (the demo and smoke sets: long sides uniform in [min_side, max_side]) and
+"ava" (sizes drawn from an approximation of AVA's size distribution, plus the file oddities real AVA
+has: greyscale, CMYK and progressive JPEGs, a PNG under a .jpg name, and with `problem_cases` an
+image too small for the Inceptions), so that a rehearsal meets what the paper's run meets.
+
 The generator is deterministic for a seed and package versions; MANIFEST.sha256 lets a test check
 that a set is byte-identical.
 """
@@ -42,6 +47,61 @@ made by `mlsp.embedded.generate(seed={seed})`.
   `AVA.txt` lacks); the reader splits the rest 95% / 5%.
 
 Use it to test and learn the pipeline. Numbers measured on it say nothing about AVA or the paper.
+"""
+
+SHAPES = ("uniform", "ava")
+# AVA-shaped sizes: an approximation, as no AVA is at hand to measure. AVA's images are at most 800 px
+# on the longer side, with a mean of about 629 x 497 (design notes). That mean rules
+# out "nearly all at 800": with photographic aspect ratios it needs many smaller long sides and a
+# minority of portraits. So: the longer side is max_side for AVA_AT_MAX of the images, uniform
+# integers in [AVA_LOWEST x max_side, max_side] otherwise; the long/short ratio is one of
+# AVA_ASPECTS (a panorama: uniform in AVA_PANORAMA), times exp(N(0, AVA_ASPECT_JITTER)) as free crops
+# give, which also makes most sizes distinct; landscape with probability AVA_LANDSCAPE. With
+# max_side 800 the mean is about 632 x 503 (1e5 draws) and over 4e4 of 1e5 sizes are distinct.
+AVA_AT_MAX = 0.40
+AVA_LOWEST = 0.45
+AVA_ASPECTS = {"4:3": (4 / 3, 0.45), "3:2": (3 / 2, 0.30), "16:9": (16 / 9, 0.10), "1:1": (1.0, 0.08), "panorama": (None, 0.07)}
+AVA_PANORAMA = (2.2, 3.2)
+AVA_ASPECT_JITTER = 0.03
+AVA_LANDSCAPE = 0.82
+# Usable oddities (decode to RGB): share of the images, at least one each. AVA's true shares are unknown
+# here; these make every kind appear in a set of a few dozen images.
+ODDITIES = {"greyscale": 0.05, "cmyk": 0.01, "progressive": 0.05, "png": 0.01}
+# Unusable files planted with problem_cases (ids outside the 100000 + index range of ordinary images).
+MISSING_ID, MALFORMED_ID, TRUNCATED_ID, ABSENT_TEST_ID, TINY_ID = "999001", "999002", "999003", "999004", "999005"
+TINY_SIZE = (80, 60)  # the Inceptions need 86 px on the shorter side (design notes); AVA has a few such
+
+AVA_DATA_CARD = """# Embedded AVA-format data set (synthetic, AVA-shaped)
+
+What this is: {n} images in AVA's layout (`images/<id>.jpg`, `AVA.txt`, `generic_test.jpgl`),
+made by `mlsp.embedded.generate(seed={seed}, shape="ava", min_side={min_side}, max_side={max_side},
+problem_cases={problem_cases})`.
+
+- **Photos**: real photographs shipped inside pip wheels (scikit-image `skimage.data`: {skimage};
+  scikit-learn `load_sample_images`: china, flower), randomly cropped and resized (often enlarged) to
+  sizes drawn from an approximation of AVA's size distribution (no AVA here to measure it):
+  the longer side is {max_side} px for {at_max:.0%} of the images and uniform in [{lowest}, {max_side}] px
+  for the rest; long/short aspect ratio {aspects}, each jittered by about {jitter:.0%};
+  {landscape:.0%} landscape, the rest portrait. AVA's mean is about 629 x 497 (largest 800 x 800).
+  This set: mean {mean_width:.0f} x {mean_height:.0f}, {distinct} distinct sizes among {n} images,
+  longest side {longest} px.
+- **Degradations**: synthetic, of several kinds and graded strengths: {degradations}, and a fine
+  single-pixel grain that a 256x256 rescale partly hides.
+- **Votes**: simulated, NOT human ratings. A latent quality score is a fixed function of the
+  degradations, of a random appeal of each source photo and, a little, of resolution; each image's
+  10-bin vote histogram comes from about {voters} simulated voters drawn around that score.
+- **Split**: {n_test} of the {n} images in the test list, and the planted ids marked * below;
+  the reader splits the rest 95% / 5%.
+
+## Planted oddities
+
+Usable: these decode to RGB and must be read, not reported (ids; test-list members marked *):
+{usable}
+
+Unusable: notebook 00 must report these{unusable_note}
+{unusable}
+
+Use it to rehearse the pipeline on AVA-like files. Numbers measured on it say nothing about AVA or the paper.
 """
 
 
@@ -106,8 +166,103 @@ def _degrade(rng, image: Image.Image) -> tuple[Image.Image, dict, int]:
     return image, strengths, quality
 
 
-def generate(output_dir, n_images: int, seed: int, min_side: int = 320, max_side: int = 800, test_fraction: float = 0.25, problem_cases: bool = True) -> Path:
-    """Write the set in AVA's layout; returns the folder. Same seed and packages -> same bytes."""
+def ava_sizes(n_images: int, seed: int, min_side: int = 320, max_side: int = 800) -> np.ndarray:
+    """(width, height) in pixels of n AVA-shaped images: int64 [n_images, 2] (see AVA_AT_MAX above).
+
+    The longer side lies in [max(min_side, round(AVA_LOWEST x max_side)), max_side], max_side for about
+    AVA_AT_MAX of them; the shorter side is at least 1. Deterministic for a seed, and drawn from a
+    stream of its own, so the sizes do not depend on what else is drawn. Raises ValueError unless
+    1 <= min_side <= max_side.
+    """
+    if not 1 <= min_side <= max_side:
+        raise ValueError(f"need 1 <= min_side <= max_side, got min_side={min_side}, max_side={max_side}")
+    rng = np.random.default_rng([seed, 1])
+    lowest = max(min_side, int(round(AVA_LOWEST * max_side)))
+    at_max = rng.random(n_images) < AVA_AT_MAX
+    long_side = np.where(at_max, max_side, rng.integers(lowest, max_side + 1, size=n_images))
+    ratios, shares = zip(*AVA_ASPECTS.values())
+    kinds = rng.choice(len(shares), size=n_images, p=shares)
+    panorama = rng.uniform(*AVA_PANORAMA, size=n_images)
+    ratio = np.array([np.nan if value is None else value for value in ratios])[kinds]
+    aspect = np.where(np.isnan(ratio), panorama, ratio) * np.exp(rng.normal(0.0, AVA_ASPECT_JITTER, size=n_images))
+    short_side = np.maximum(1, np.minimum(long_side, np.round(long_side / np.maximum(aspect, 1.0)))).astype(np.int64)
+    landscape = rng.random(n_images) < AVA_LANDSCAPE
+    return np.stack([np.where(landscape, long_side, short_side), np.where(landscape, short_side, long_side)], axis=1).astype(np.int64)
+
+
+def oddity_plan(n_images: int, seed: int) -> dict[int, str]:
+    """{image index: oddity} for the usable oddities of an AVA-shaped set (ODDITIES: share, at least 1 each).
+
+    Index 0 is never chosen: problem_cases truncates a copy of image 0, which must stay a baseline JPEG.
+    Deterministic for a seed (a stream of its own). Raises ValueError when n_images leaves too few
+    images for every kind.
+    """
+    counts = {kind: max(1, int(round(share * n_images))) for kind, share in ODDITIES.items()}
+    if sum(counts.values()) > n_images - 1:
+        raise ValueError(f"shape='ava' needs at least {sum(counts.values()) + 1} images (one of each oddity and a plain one), got {n_images}")
+    chosen = 1 + np.random.default_rng([seed, 2]).permutation(n_images - 1)
+    plan, start = {}, 0
+    for kind, count in counts.items():
+        plan.update({int(index): kind for index in chosen[start : start + count]})
+        start += count
+    return plan
+
+
+def _crop_to_size(rng, photo: np.ndarray, size: tuple[int, int]) -> Image.Image:
+    """A random crop of `photo` with the aspect ratio of size (width, height), resized to exactly that size."""
+    width, height = size
+    aspect = width / height
+    photo_height, photo_width = photo.shape[:2]
+    area = rng.uniform(0.35, 1.0) * photo_height * photo_width
+    crop_width = min(photo_width, min(photo_height, np.sqrt(area / aspect)) * aspect)
+    crop_height = max(1, int(crop_width / aspect))  # from the width, so the aspect survives when the width binds
+    crop_width = max(1, int(crop_width))
+    top = int(rng.integers(0, photo_height - crop_height + 1))
+    left = int(rng.integers(0, photo_width - crop_width + 1))
+    crop = Image.fromarray(photo[top : top + crop_height, left : left + crop_width])
+    return crop.resize((int(width), int(height)), Image.LANCZOS)
+
+
+def _encode(image: Image.Image, quality: int, oddity: str | None = None) -> bytes:
+    """The file's bytes: a baseline RGB JPEG, or the oddity (see ODDITIES) with the same pixels."""
+    buffer = io.BytesIO()
+    if oddity is None:
+        image.save(buffer, format="JPEG", quality=quality)
+    elif oddity == "greyscale":
+        image.convert("L").save(buffer, format="JPEG", quality=quality)
+    elif oddity == "cmyk":
+        image.convert("CMYK").save(buffer, format="JPEG", quality=quality)
+    elif oddity == "progressive":
+        image.save(buffer, format="JPEG", quality=quality, progressive=True)
+    elif oddity == "png":
+        image.save(buffer, format="PNG")
+    else:
+        raise ValueError(f"unknown oddity {oddity!r}; known: {', '.join(ODDITIES)}")
+    return buffer.getvalue()
+
+
+def generate(
+    output_dir, n_images: int, seed: int, min_side: int = 320, max_side: int = 800, test_fraction: float = 0.25,
+    problem_cases: bool = True, shape: str = "uniform",
+) -> Path:
+    """Write the set in AVA's layout; returns the folder. Same seed and packages -> same bytes.
+
+    n_images: ordinary images, ids 100000 + index; about test_fraction of them are in the test list.
+    shape "uniform": the longer side uniform in [min_side, max_side] px, baseline RGB JPEGs (the demo
+        and smoke sets; unchanged since they were first published).
+    shape "ava": sizes from `ava_sizes` (AVA's shape with the defaults 320 and 800), and the usable
+        oddities of `oddity_plan`; needs n_images >= 5.
+    problem_cases: plant an AVA.txt row without image file (999001), a malformed row (999002), a
+        truncated JPEG (999003), a second row for id 100001 and a listed test id absent from AVA.txt
+        (999004); with shape "ava" also an 80x60 image (999005), and 999001 and 999005 in the test list.
+    DATA_CARD.md says what was planted. Raises ValueError for an unknown shape, and see ava_sizes
+    and oddity_plan.
+    """
+    if shape not in SHAPES:
+        raise ValueError(f"shape must be one of {', '.join(SHAPES)}, got {shape!r}")
+    ava = shape == "ava"
+    sizes = ava_sizes(n_images, seed, min_side, max_side) if ava else None
+    plan = oddity_plan(n_images, seed) if ava else {}
     output_dir = Path(output_dir)
     images_dir = output_dir / "images"
     images_dir.mkdir(parents=True, exist_ok=True)
@@ -119,7 +274,10 @@ def generate(output_dir, n_images: int, seed: int, min_side: int = 320, max_side
     for index in range(n_images):
         image_id = str(100000 + index)
         source = names[int(rng.integers(len(names)))]
-        image = _crop_and_resize(rng, photos[source], min_side, max_side)
+        if ava:
+            image = _crop_to_size(rng, photos[source], tuple(sizes[index]))
+        else:
+            image = _crop_and_resize(rng, photos[source], min_side, max_side)
         image, strengths, quality = _degrade(rng, image)
         megapixels = image.size[0] * image.size[1] / 1e6
         latent = 8.2 + appeal[source] + 0.6 * megapixels - sum(PENALTIES[name] * value for name, value in strengths.items())
@@ -127,31 +285,76 @@ def generate(output_dir, n_images: int, seed: int, min_side: int = 320, max_side
         voters = int(rng.poisson(VOTERS))
         votes = np.clip(np.round(rng.normal(latent, VOTE_SPREAD, size=voters)), 1, 10).astype(int)
         counts = np.bincount(votes, minlength=11)[1:]
-        buffer = io.BytesIO()
-        image.save(buffer, format="JPEG", quality=quality)
-        (images_dir / f"{image_id}.jpg").write_bytes(buffer.getvalue())
+        (images_dir / f"{image_id}.jpg").write_bytes(_encode(image, quality, plan.get(index)))
         rows.append(f"{index + 1} {image_id} " + " ".join(str(c) for c in counts) + f" 0 0 {int(rng.integers(1, 1500))}")
         if rng.random() < test_fraction:
             test_ids.append(image_id)
+    listed = list(test_ids)
     if problem_cases:
         # the kinds of trouble real AVA has, so the reader's reports show up in every run
-        rows.append(f"{n_images + 1} 999001 " + " ".join(["20"] * 10) + " 0 0 1")  # no image file
-        rows.append(f"{n_images + 2} 999002 3 4 5")  # malformed row
+        rows.append(f"{n_images + 1} {MISSING_ID} " + " ".join(["20"] * 10) + " 0 0 1")  # no image file
+        rows.append(f"{n_images + 2} {MALFORMED_ID} 3 4 5")  # malformed row
         good = (images_dir / "100000.jpg").read_bytes()
-        (images_dir / "999003.jpg").write_bytes(good[: len(good) // 2])  # truncated JPEG
-        rows.append(f"{n_images + 3} 999003 " + " ".join(["20"] * 10) + " 0 0 1")
+        (images_dir / f"{TRUNCATED_ID}.jpg").write_bytes(good[: len(good) // 2])  # truncated JPEG
+        rows.append(f"{n_images + 3} {TRUNCATED_ID} " + " ".join(["20"] * 10) + " 0 0 1")
         rows.append(f"{n_images + 4} 100001 " + " ".join(["1"] * 10) + " 0 0 1")  # duplicate id
-    listed = test_ids + ["999004"] if problem_cases else test_ids  # a listed test id that AVA.txt lacks
+        if ava:
+            tiny = _crop_to_size(rng, photos[names[int(rng.integers(len(names)))]], TINY_SIZE)
+            (images_dir / f"{TINY_ID}.jpg").write_bytes(_encode(tiny, 92))
+            rows.append(f"{n_images + 5} {TINY_ID} " + " ".join(["20"] * 10) + " 0 0 1")
+            listed += [MISSING_ID, TINY_ID]  # a test image without file, and one too small: 00 counts both
+        listed.append(ABSENT_TEST_ID)  # a listed test id that AVA.txt lacks
     (output_dir / "AVA.txt").write_text("\n".join(rows) + "\n")
     (output_dir / "generic_test.jpgl").write_text("\n".join(listed) + "\n")
-    (output_dir / "DATA_CARD.md").write_text(
-        DATA_CARD.format(
-            n=n_images, seed=seed, skimage=", ".join(SKIMAGE_PHOTOS + ("stereo_motorcycle",)), min_side=min_side,
+    skimage_names = ", ".join(SKIMAGE_PHOTOS + ("stereo_motorcycle",))
+    if ava:
+        card = _ava_card(n_images, seed, min_side, max_side, problem_cases, sizes, plan, set(listed), len(test_ids), skimage_names)
+    else:
+        card = DATA_CARD.format(
+            n=n_images, seed=seed, skimage=skimage_names, min_side=min_side,
             max_side=max_side, degradations=", ".join(DEGRADATIONS), voters=VOTERS, n_test=len(test_ids),
         )
-    )
+    (output_dir / "DATA_CARD.md").write_text(card)
     write_manifest(output_dir)
     return output_dir
+
+
+ODDITY_NAMES = {"greyscale": "greyscale JPEG (mode L)", "cmyk": "CMYK JPEG", "progressive": "progressive JPEG", "png": "PNG saved under a .jpg name"}
+
+
+def _ava_card(n_images, seed, min_side, max_side, problem_cases, sizes, plan, listed, n_test, skimage_names) -> str:
+    """DATA_CARD.md of an AVA-shaped set: the size distribution, this set's sizes, every planted oddity."""
+    def ids(image_ids):
+        return ", ".join(f"{image_id}*" if image_id in listed else image_id for image_id in image_ids)
+
+    usable = []
+    for kind in ODDITIES:
+        members = [str(100000 + index) for index, oddity in sorted(plan.items()) if oddity == kind]
+        usable.append(f"- {ODDITY_NAMES[kind]}: {len(members)} ({ids(members)})")
+    if problem_cases:
+        unusable = "\n".join([
+            f"- file missing: 1 ({ids([MISSING_ID])}): a row in AVA.txt, no image file",
+            f"- truncated JPEG: 1 ({ids([TRUNCATED_ID])}): the first half of 100000.jpg's bytes",
+            f"- too small for the Inceptions: 1 ({ids([TINY_ID])}): {TINY_SIZE[0]}x{TINY_SIZE[1]} px; they need 86 px on the "
+            "shorter side, so `read_ava(min_side=86)` reports it (the kit-wide default of 32 px takes it)",
+            f"- not images but lines: a malformed AVA.txt row ({MALFORMED_ID}), a second row for id 100001 (the first is "
+            f"kept), a test-list id that AVA.txt lacks ({ids([ABSENT_TEST_ID])})",
+        ])
+        unusable_note = ":"
+    else:
+        unusable, unusable_note = "- none (problem_cases=False)", "; none planted in this set."
+    aspects = ", ".join(
+        f"{name} ({share:.0%})" if ratio else f"a panorama {AVA_PANORAMA[0]}-{AVA_PANORAMA[1]} ({share:.0%})"
+        for name, (ratio, share) in AVA_ASPECTS.items()
+    )
+    return AVA_DATA_CARD.format(
+        n=n_images, seed=seed, min_side=min_side, max_side=max_side, problem_cases=problem_cases, skimage=skimage_names,
+        at_max=AVA_AT_MAX, lowest=max(min_side, int(round(AVA_LOWEST * max_side))), aspects=aspects, jitter=AVA_ASPECT_JITTER,
+        landscape=AVA_LANDSCAPE, mean_width=sizes[:, 0].mean(), mean_height=sizes[:, 1].mean(),
+        distinct=len({tuple(size) for size in sizes.tolist()}), longest=int(sizes.max()),
+        degradations=", ".join(DEGRADATIONS), voters=VOTERS, n_test=n_test, usable="\n".join(usable),
+        unusable_note=unusable_note, unusable=unusable,
+    )
 
 
 def write_manifest(folder: Path) -> Path:
