@@ -24,6 +24,7 @@ ENUMERATIONS: dict[str, Callable[[], tuple[str, ...]]] = {
     "input mode": lambda: tuple(import_module("mlsp.features").INPUT_MODES),
     "feature kind": lambda: tuple(import_module("mlsp.features").FEATURE_KINDS),
     "head": lambda: tuple(import_module("mlsp.heads").HEADS),
+    "embedded set shape": lambda: tuple(import_module("mlsp.embedded").SHAPES),
     "Table 2 fine-tuning row": lambda: tuple(row.label for row in import_module("mlsp.experiments").TABLE2_FINETUNE_ROWS),
 }
 
@@ -272,6 +273,7 @@ RULES = {
     "embedded_images": Count(),
     "embedded_min_side": Count(),
     "embedded_max_side": Count(),
+    "embedded_shape": Choice("embedded set shape"),
     "validation_fraction": Fraction(),
     "verify_images": Flag(),
     "apply_exif_orientation": Flag(),
