@@ -2,7 +2,8 @@
 
 Layout of a file:
   features   float16 [N, V, C] (narrow) or [N, V, 5, 5, C] (wide); V = 8 augmented views or 1 whole view;
-             chunked one image per chunk, all chunks allocated when the file is made;
+             chunked one view of one image per chunk, (1, 1, ...), all chunks allocated (not filled)
+             when the file is made;
   image_ids  [N] strings, in the metadata CSV's order;
   done       [N] uint8 status per image: 0 pending, 1 written (set only after the features are written
              and flushed), 2 failed (the image could not be decoded, was too small for the backbone,
@@ -13,12 +14,31 @@ A failed image is not retried by a resume (it would fail again, forever): the no
 read only the images whose status is 1 and list the others. `retry_failed` in extraction retries them.
 
 Crash safety: the file's whole structure is written once, at creation (into a temporary name that is
-renamed when complete), with every chunk allocated; after that a record only overwrites raw chunk
+renamed when complete), with every chunk allocated (its file address fixed); after that a record only overwrites raw chunk
 data and then its done flag, so no HDF5 metadata changes while images are written. A process killed
 at any point (kill -9 included) loses at most the image in flight, and a record whose flag is not set
 is simply extracted again. A failed status is written the same way (raw data only); its reason goes
 to a small CSV beside the store, appended and flushed line by line. (HDF5's SWMR mode is not used: a killed SWMR writer leaves a flag in the
 file that only the h5clear tool removes, so the file could not be resumed from Python.)
+
+No zero-fill: the chunks' space is reserved but not written at creation (FILL_TIME_NEVER), so a new
+store is a sparse file that costs disk only as records are written. Zero-filling ran at 0.4-0.76 GB/s
+here: 40-65 minutes and 1.7 TB written before the first IRv2 wide feature of AVA with 8 views. A
+record never written reads back without error, with undefined values (zeros in a fresh file); its
+status says pending, and readers use only written records. The small `done` flags are zero-filled.
+
+Chunk shape, from the read pattern (benchmarks/store.py, 3000 images x 8 x 5x5x2048, one run):
+training reads one random view per image per epoch; with one image per chunk, (1, 8, ...), HDF5 read
+the whole 8-view chunk for it whenever a chunk fits its 1 MiB chunk cache: 8x the bytes (7.4x from
+disk), 3.1x slower with a cold page cache and 1.8x warm; the same 8x for the paper's narrow features
+(IV3 161 kB, IRv2 271 kB read per 20 / 34 kB view). Chunks larger than the cache (IV3 / IRv2 wide,
+4-7 MB per image) are read view by view either way. Prediction reads every view of consecutive images
+and gains from whole-image chunks (0.74x the time cold, equal warm), but it runs once per test set
+against every epoch of training. So one view per chunk. Its costs: 8x the chunks (AVA with 8 views:
+2 million; creating them took 3-9 s instead of 1 s, an index of ~130 MB more; a random lookup cost
+the same, ~50 us) and a write of 8 chunks per image (3.4 ms instead of 1.0, beside a forward pass of
+100s of ms). Old stores (one image per chunk) stay readable
+and resumable: neither reading nor writing depends on the chunk shape.
 
 Reads use contiguous slices or one record at a time: h5py's fancy indexing (ds[[i, j, k]]) is
 10-60x slower on this layout.
@@ -85,13 +105,23 @@ def store_path(features_dir, backbone: str, mode: str, kind: str, augment: bool,
     return Path(features_dir) / backbone / f"{name}.h5"
 
 
-def _preallocated(handle, name: bytes, shape: tuple, chunk: tuple, dtype) -> None:
-    """A chunked dataset whose chunks all exist from the start (zero-filled): later writes change
-    raw data only, never the file's structure."""
+def record_chunk(feature_shape: tuple) -> tuple:
+    """The chunk of `features`: one view of one image, (1, 1, *feature_shape); see the module docstring."""
+    return (1, 1, *feature_shape)
+
+
+def _preallocated(handle, name: bytes, shape: tuple, chunk: tuple, dtype, fill: bool) -> None:
+    """A chunked dataset whose chunks all have their file address from the start (ALLOC_TIME_EARLY):
+    later writes change raw data only, never the file's structure.
+
+    fill=False reserves the chunks' space without writing it (FILL_TIME_NEVER): the file is sparse
+    until written, and a chunk never written reads as whatever the space holds (zeros in a fresh
+    file on Linux). fill=True writes zeros at creation (for the small `done` flags, which must read 0).
+    """
     plist = h5py.h5p.create(h5py.h5p.DATASET_CREATE)
     plist.set_chunk(chunk)
     plist.set_alloc_time(h5py.h5d.ALLOC_TIME_EARLY)
-    plist.set_fill_time(h5py.h5d.FILL_TIME_ALLOC)
+    plist.set_fill_time(h5py.h5d.FILL_TIME_ALLOC if fill else h5py.h5d.FILL_TIME_NEVER)
     plist.set_obj_track_times(False)
     h5py.h5d.create(handle.id, name, dtype, h5py.h5s.create_simple(shape), dcpl=plist)
 
@@ -100,8 +130,8 @@ def _create(path: Path, image_ids: list[str], views: int, feature_shape: tuple, 
     path.parent.mkdir(parents=True, exist_ok=True)
     temporary = path.with_suffix(".creating.h5")
     with _open_for_writing(temporary, "w") as handle:
-        _preallocated(handle, b"features", (len(image_ids), views, *feature_shape), (1, views, *feature_shape), h5py.h5t.IEEE_F16LE)
-        _preallocated(handle, b"done", (len(image_ids),), (max(1, min(len(image_ids), 4096)),), h5py.h5t.STD_U8LE)
+        _preallocated(handle, b"features", (len(image_ids), views, *feature_shape), record_chunk(feature_shape), h5py.h5t.IEEE_F16LE, fill=False)
+        _preallocated(handle, b"done", (len(image_ids),), (max(1, min(len(image_ids), 4096)),), h5py.h5t.STD_U8LE, fill=True)
         handle.create_dataset("image_ids", data=np.array(image_ids, dtype=object), dtype=h5py.string_dtype())
         for key, value in attrs.items():
             handle.attrs[key] = value
