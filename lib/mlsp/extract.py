@@ -17,15 +17,10 @@ from pathlib import Path
 import numpy as np
 
 from mlsp.backbones import min_input_side
+from mlsp.errors import first_line
 from mlsp.features import WIDE_SIZE, block_boundaries, mlsp_model, traced, views
 from mlsp.images import ImageError, load_rgb
 from mlsp.store import FAILED, PENDING, FeatureWriter, read_failures, store_path
-
-
-def _first_line(error: Exception) -> str:
-    """TensorFlow's messages run to pages of graph context; the first line says what happened."""
-    lines = str(error).strip().splitlines()
-    return lines[0] if lines else ""
 
 
 def _load_views(path, mode: str, augment: bool, preprocess, min_side: int, backbone_name: str, apply_exif_orientation: bool):
@@ -129,7 +124,7 @@ def extract(
                         run([item])
                     return
                 index = group[0][0]
-                fail(index, f"{paths[index]}: forward pass failed: {type(error).__name__}: {_first_line(error)}")
+                fail(index, f"{paths[index]}: forward pass failed: {first_line(error)}")
                 return
             for position, (index, _) in enumerate(group):
                 for kind, writer in writers.items():

@@ -26,6 +26,7 @@ import numpy as np
 import pandas as pd
 
 from mlsp import backbones, images
+from mlsp.errors import first_line
 from mlsp.features import FEATURE_KINDS, WIDE_SIZE, augmented_views, crop_size, mlsp_model, traced
 
 
@@ -255,14 +256,8 @@ def score_image(scorer: Scorer, image: np.ndarray, memory_budget_bytes: float) -
             features = scorer.forward(batch)[scorer.kind]
             predictions.append(np.asarray(scorer.head.predict_on_batch(features)).reshape(-1))
     except Exception as error:  # TensorFlow raises many types (InvalidArgument, ResourceExhausted, ...)
-        raise Skip(f"the forward pass failed ({_first_line(error)})") from error
+        raise Skip(f"the forward pass failed ({first_line(error)})") from error
     return float(np.mean(np.concatenate(predictions)))
-
-
-def _first_line(error: Exception) -> str:
-    """Type and first line of an error: TensorFlow's messages run to pages of graph context."""
-    lines = str(error).strip().splitlines()
-    return f"{type(error).__name__}: {lines[0]}" if lines else type(error).__name__
 
 
 def score_file(scorer: Scorer, path: Path, full_resolution: bool, memory_budget_bytes: float) -> dict:
@@ -283,7 +278,7 @@ def score_file(scorer: Scorer, path: Path, full_resolution: bool, memory_budget_
     except MemoryError:
         row["error"] = "out of memory while decoding or scoring (lower --memory-budget, or score without --full-resolution)"
     except Exception as error:  # one file's surprise must not cost the rest of the run; its reason is kept
-        row["error"] = f"unexpected error ({_first_line(error)})"
+        row["error"] = f"unexpected error ({first_line(error)})"
     return row
 
 
