@@ -1,4 +1,4 @@
-"""The `mlsp` command: run notebooks, check results, score photos, write the README's results."""
+"""The `mlsp` command: run notebooks, check results, score photos, import the authors' heads, write the README's results."""
 from __future__ import annotations
 
 import argparse
@@ -57,6 +57,19 @@ def _score(args) -> int:
     return score.exit_status(table)
 
 
+def _import_authors(args) -> int:
+    from mlsp import authors
+
+    try:
+        folder, published = authors.import_authors(args.file, args.out, force=args.force)
+    except authors.AuthorsFileError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    what = f"the authors' {published.name} (paper Table 3, {published.paper_row}: SRCC {published.paper_srcc})" if published else "a forced import (not a published file)"
+    print(f"wrote {folder}: {what}; score with `mlsp score PHOTOS --model {folder}`")
+    return 0
+
+
 def _readme(args) -> int:
     from mlsp.report import update_readme
 
@@ -103,6 +116,19 @@ def main(argv: list[str] | None = None) -> int:
     score.add_argument("--full-resolution", action="store_true", help="score each photo at its stored size instead of bringing it to the scorer's training size range (longer side at most the max_side in scorer.json)")
     score.add_argument("--memory-budget", type=float, metavar="GB", help="memory for one batch of views in the forward pass (default 2 GB; TensorFlow and the model take about 0.7-1 GB more); a photo whose single view needs more is skipped (only happens with --full-resolution)")
     score.set_defaults(handler=_score)
+
+    imported = commands.add_parser(
+        "import-authors",
+        help="make a scorer folder from one of the authors' published AVA heads (subpic/ava-mlsp models/*/model_best_weights.h5)",
+        description="Check a Keras 2 weights file against the authors' three published heads (size and sha256), map its "
+        "layers by name and shape onto this kit's Pool-3FC or Single-3FC, and write a scorer folder for `mlsp score` "
+        "(InceptionResNetV2 with Keras' ImageNet weights).",
+        epilog="exit status: 0 written; 2 refused (file not published, a layer missing or of another shape, output folder in use).",
+    )
+    imported.add_argument("file", help="model_best_weights.h5 from subpic/ava-mlsp models/<name>/ (or https://osf.io/ubps5/files/)")
+    imported.add_argument("--out", required=True, help="the scorer folder to write (must not exist, or be empty)")
+    imported.add_argument("--force", action="store_true", help="import a file that is not one of the published ones (size or sha256 differ); the head is inferred from its layer names and shapes")
+    imported.set_defaults(handler=_import_authors)
 
     readme = commands.add_parser("readme", help="regenerate the README's results section from results/<profile>")
     readme.add_argument("--profile", default="demo")

@@ -1,0 +1,447 @@
+"""The authors' published AVA heads (Keras 2.2 weight files), imported as scorer folders of this kit.
+
+Hosu et al. released three trained heads in GitHub `subpic/ava-mlsp`, folder `models/` (also on
+https://osf.io/ubps5/files/). Each is a `model_best_weights.h5` written by Keras 2.2.4 (TensorFlow
+1.14, Python 2.7) through `ModelCheckpoint(save_weights_only=True)` in kutils' `model_helper.py`,
+i.e. Keras 2's legacy HDF5 weight layout (keras `engine/saving.py`, `save_weights_to_hdf5_group`):
+
+    root attrs  layer_names (every layer, in model order), backend, keras_version
+    /<layer>    one group per layer, attr weight_names (possibly split into weight_names0, 1, ...)
+    /<layer>/<layer>/kernel:0, .../bias:0, ...   one dataset per weight, named after the TF variable
+
+The heads are built by kutils' `applications.py` as the ava-mlsp notebooks call it
+(`train_mlsp_narrow.ipynb`, `train_mlsp_narrow_aug.ipynb`, `train_mlsp_wide.ipynb`,
+`predict_mlsp_wide.ipynb`): `fc_layers(x, name='head', fc_sizes=[2048, 1024, 256, 1],
+dropout_rates=[0.25, 0.25, 0.5, 0], batch_norm=2)`, on the wide features after
+`inception_block(x, size=1024)` (name '') and `GlobalAveragePooling2D(name='final_GAP')`. Their layer
+names, mapped onto `mlsp.heads` by name and checked by shape (`weight_plan`):
+
+    kutils (authors)                      mlsp.heads           weights
+    head_fc0, head_fc1, head_fc2          fc1, fc2, fc3        kernel, bias (Dense, ReLU)
+    head_bn0, head_bn1, head_bn2          fc1_bn .. fc3_bn     gamma, beta, moving_mean, moving_variance
+    head_out                              fc_mos               kernel, bias (Dense(1), linear)
+    branch_1x1_conv / _bn                 column1_1x1 / _bn    kernel / beta, moving_mean, moving_variance
+    3x3_1x1_conv / _bn                    column2_1x1 / _bn    (convs without bias; BN with scale=False,
+    3x3_1x3_conv / _bn                    column2_1x3 / _bn     so no gamma: kutils' conv2d_bn)
+    3x3_3x1_conv / _bn                    column2_3x1 / _bn
+    branch_pool_conv / _bn                column3_1x1 / _bn
+
+Dropout (`head_do<i>`), activation, pooling, concatenation and input layers carry no weights. Our
+heads have the same structure (Dense -> BN -> Dropout per fc layer; conv -> BN(scale=False) -> ReLU;
+concatenation in the order 1x1, 1x3, 3x1, pool, as kutils' `mixed_final`), so the import is exact.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import tempfile
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+# AVA's images are at most 800 x 800 px (paper, Sec. 1). The authors extracted their features from
+# the original images as stored (extract_mlsp.ipynb: input_shape ('orig',), batch of one image), so
+# their heads have seen photos up to 800 px on the longer side; new photos are brought to that range.
+AVA_MAX_SIDE = 800
+
+# Channel counts of the concatenated MLSP features (design notes; tests/test_backbones.py): a file
+# imported with --force is paired with the backbone whose features its first layer takes.
+BACKBONE_BY_CHANNELS = {16_928: "inception_resnet_v2", 10_048: "inception_v3"}
+
+# kutils' fc_layers as called in the ava-mlsp notebooks: fc_sizes [2048, 1024, 256, 1], batch_norm=2
+# (BN after every Dense but the last); inception_block(size=1024).
+FC_SIZES = (2048, 1024, 256)
+INCEPTION_SIZE = 1024
+# Keras 2.2's BatchNormalization default, which kutils does not change; ours must agree.
+KERAS2_BATCH_NORM_EPSILON = 1e-3
+
+SOURCE = "https://github.com/subpic/ava-mlsp/tree/master/models (also https://osf.io/ubps5/files/)"
+
+
+@dataclass(frozen=True)
+class PublishedHead:
+    """One of the authors' released heads, with what the paper reports for the matching Table 3 row
+    (SRCC, PLCC, binary accuracy on AVA's official test set; which row is our reading of the
+    authors' README: "wide ... without augmentation", "narrow ... with and without augmentation")."""
+
+    name: str          # the folder under models/ in subpic/ava-mlsp
+    size: int          # bytes
+    sha256: str
+    head: str          # mlsp.heads builder
+    kind: str          # "narrow" or "wide" MLSP features
+    views: int         # 1: trained and tested on the whole original image; 8: on the 8 stored crops
+    paper_row: str     # Table 3 row; (*) = InceptionResNet-v2, (-aug) = no crop/flip augmentation
+    paper_srcc: float
+    paper_plcc: float
+    paper_accuracy: float  # percent
+
+
+PUBLISHED_HEADS = (
+    PublishedHead("irnv2_mlsp_wide_orig", 255_383_120, "47f9a29caed163d9dea2ed15b75aada4477cdb76bc2eac9c55f21dd3573a7a90",
+                  "pool_3fc", "wide", 1, "Pool-3FC (*)(-aug)", 0.752, 0.755, 81.61),
+    PublishedHead("irnv2_mlsp_narrow_orig", 148_210_528, "0121f3235245df3db37e82fc3e5a84e22aaa731f24b3ffd3ea63d421c2b60102",
+                  "single_3fc", "narrow", 1, "Single-3FC (*)(-aug)", 0.740, 0.742, 80.96),
+    PublishedHead("irnv2_mlsp_narrow_orig_aug", 148_210_608, "6e069d80b8c31a5e683129bc9ee242707773cec14ab91edaa36ababb94135636",
+                  "single_3fc", "narrow", 8, "Single-3FC (*)", 0.743, 0.745, 81.37),
+)
+PUBLISHED_CHANNELS = 16_928  # all three take InceptionResNet-v2 features
+
+
+class AuthorsFileError(ValueError):
+    """A file that is not (or not exactly) one of the authors' heads; the message names the file and
+    the layer concerned."""
+
+
+@dataclass(frozen=True)
+class LayerPlan:
+    """One layer of the authors' head: its kutils name, our layer's name, and each weight's shape by
+    name (Keras 2 and Keras 3 name a layer's weights alike: kernel, bias, gamma, beta, ...)."""
+
+    authors: str
+    ours: str
+    shapes: dict
+
+
+def _dense(authors: str, ours: str, inputs: int, units: int) -> LayerPlan:
+    return LayerPlan(authors, ours, {"kernel": (inputs, units), "bias": (units,)})
+
+
+def _batch_norm(authors: str, ours: str, channels: int, scale: bool = True) -> LayerPlan:
+    # Keras 2 writes gamma (only with scale=True), beta, moving_mean, moving_variance, in that order
+    names = (("gamma",) if scale else ()) + ("beta", "moving_mean", "moving_variance")
+    return LayerPlan(authors, ours, {name: (channels,) for name in names})
+
+
+def _conv(authors: str, ours: str, rows: int, columns: int, inputs: int, filters: int) -> LayerPlan:
+    return LayerPlan(authors, ours, {"kernel": (rows, columns, inputs, filters)})  # use_bias=False
+
+
+def _three_fc_plan(inputs: int) -> list[LayerPlan]:
+    plan = []
+    for index, units in enumerate(FC_SIZES):
+        # kutils counts from 0 (head_fc0); mlsp.heads.three_fc from 1 (fc1)
+        plan += [_dense(f"head_fc{index}", f"fc{index + 1}", inputs, units), _batch_norm(f"head_bn{index}", f"fc{index + 1}_bn", units)]
+        inputs = units
+    return plan + [_dense("head_out", "fc_mos", inputs, 1)]
+
+
+def _inception_plan(channels: int, size: int = INCEPTION_SIZE) -> list[LayerPlan]:
+    # kutils' conv2d_bn(x, filters, rows, cols, name=n) makes layers n_conv, n_bn (scale=False), n (ReLU)
+    plan = []
+    for authors, ours, rows, columns, inputs, filters in (
+        ("branch_1x1", "column1_1x1", 1, 1, channels, size),
+        ("3x3_1x1", "column2_1x1", 1, 1, channels, size),
+        ("3x3_1x3", "column2_1x3", 1, 3, size, size // 2),
+        ("3x3_3x1", "column2_3x1", 3, 1, size, size // 2),
+        ("branch_pool", "column3_1x1", 1, 1, channels, size),
+    ):
+        plan += [_conv(f"{authors}_conv", ours, rows, columns, inputs, filters), _batch_norm(f"{authors}_bn", f"{ours}_bn", filters, scale=False)]
+    return plan
+
+
+def weight_plan(head: str, channels: int) -> list[LayerPlan]:
+    """Every weighted layer of the authors' head on `channels` input channels, in model order.
+
+    head: "single_3fc" (narrow features, shape (channels,)) or "pool_3fc" (wide, (5, 5, channels)).
+    Source: kutils `applications.py` fc_layers / inception_block / conv2d_bn, as called in
+    ava-mlsp's train_mlsp_*.ipynb. Raises ValueError for another head.
+    """
+    if head == "single_3fc":
+        return _three_fc_plan(channels)
+    if head == "pool_3fc":
+        concatenated = INCEPTION_SIZE + INCEPTION_SIZE // 2 + INCEPTION_SIZE // 2 + INCEPTION_SIZE  # kutils' mixed_final: 3072
+        return _inception_plan(channels) + _three_fc_plan(concatenated)
+    raise ValueError(f"the authors released no '{head}' head (only single_3fc and pool_3fc)")
+
+
+def parameter_count(plan: list[LayerPlan]) -> int:
+    """Number of values in the plan (Keras' count_params, non-trainable BN statistics included)."""
+    return sum(int(np.prod(shape)) for layer in plan for shape in layer.shapes.values())
+
+
+# --- the file ---------------------------------------------------------------------------------------
+
+
+def fingerprint(path) -> tuple[int, str]:
+    """(size in bytes, sha256 hex digest) of a file, read in 8 MiB pieces."""
+    digest, size = hashlib.sha256(), 0
+    with open(path, "rb") as handle:
+        while piece := handle.read(8 << 20):
+            digest.update(piece)
+            size += len(piece)
+    return size, digest.hexdigest()
+
+
+@dataclass(frozen=True)
+class Identification:
+    """What a file is: its size (bytes) and sha256, the published head it is (or None), and if none,
+    the reason in words."""
+
+    size: int
+    sha256: str
+    match: PublishedHead | None
+    reason: str
+    lfs_pointer: bool = False  # no weights in it at all: --force cannot help
+
+
+def identify(path, published=None) -> Identification:
+    """Which published head the file at `path` is, by size and sha256.
+
+    The reason (when none) gives the size and hash found and those expected, and says when the file
+    is a Git LFS pointer (a clone without git-lfs) or has a published file's size but another hash
+    (a damaged copy). published: the list to match (default PUBLISHED_HEADS).
+    """
+    published = PUBLISHED_HEADS if published is None else published
+    size, sha256 = fingerprint(path)
+    for candidate in published:
+        if candidate.sha256 == sha256 and candidate.size == size:
+            return Identification(size, sha256, candidate, "")
+    found = f"{path}: {size:,} bytes, sha256 {sha256}"
+    with open(path, "rb") as handle:
+        lfs_pointer = handle.read(40).startswith(b"version https://git-lfs")
+    same_size = [candidate for candidate in published if candidate.size == size]
+    if lfs_pointer:
+        reason = f"{found}: a Git LFS pointer, not the weights (clone with git-lfs installed, or download the file from {SOURCE})"
+    elif same_size:
+        reason = f"{found}: the size of the published {same_size[0].name} but not its sha256 {same_size[0].sha256} (a damaged or modified copy?)"
+    else:
+        expected = "; ".join(f"{candidate.name}: {candidate.size:,} bytes, sha256 {candidate.sha256}" for candidate in published)
+        reason = f"{found}: not one of the authors' published heads (expected {expected})"
+    return Identification(size, sha256, None, reason, lfs_pointer)
+
+
+def _strings(values) -> list[str]:
+    values = np.atleast_1d(values)
+    return [value.decode("utf8") if isinstance(value, bytes) else str(value) for value in values]
+
+
+def _string_list_attribute(group, name: str) -> list[str] | None:
+    """A list-of-strings attribute as Keras 2 writes it: whole, or split into name0, name1, ... when
+    longer than HDF5's 64 KB object header allows (keras save_attributes_to_hdf5_group). None if absent."""
+    if name in group.attrs:
+        return _strings(group.attrs[name])
+    if f"{name}0" not in group.attrs:
+        return None
+    values, chunk = [], 0
+    while f"{name}{chunk}" in group.attrs:
+        values += _strings(group.attrs[f"{name}{chunk}"])
+        chunk += 1
+    return values
+
+
+@dataclass
+class LegacyWeightsFile:
+    """The layout of a Keras 2 weights file, read without its values. layers: layer name ->
+    {weight name (kernel, bias, ...): (dataset path in the file, shape)}, in the file's layer order."""
+
+    path: Path
+    backend: str
+    keras_version: str
+    layers: dict
+
+
+def read_layout(path) -> LegacyWeightsFile:
+    """Names and shapes of every weight in a Keras 2 legacy HDF5 weights file (values are not read).
+
+    Accepts a whole-model file too (weights under `model_weights`, as Keras 2's load_weights does).
+    Raises AuthorsFileError naming the file (not HDF5, not the legacy layout, a backend other than
+    TensorFlow, Keras other than 2.x) or the layer (group or dataset missing, a weight named twice).
+    """
+    import h5py
+
+    path = Path(path)
+    try:
+        handle = h5py.File(path, "r")
+    except OSError as error:
+        raise AuthorsFileError(f"{path}: cannot be read as HDF5 ({error})") from None
+    with handle:
+        root = handle
+        if "layer_names" not in handle.attrs and "model_weights" in handle:
+            root = handle["model_weights"]
+        layer_names = _string_list_attribute(root, "layer_names")
+        if layer_names is None:
+            raise AuthorsFileError(f"{path}: no root attribute 'layer_names', so not Keras 2's HDF5 weights layout (a Keras 3 .weights.h5?)")
+        backend = _strings(root.attrs.get("backend", b"?"))[0]
+        keras_version = _strings(root.attrs.get("keras_version", b"?"))[0]
+        if backend != "tensorflow":
+            # Theano / CNTK files store conv kernels flipped or transposed; Keras 2 converted them on load
+            raise AuthorsFileError(f"{path}: written with the '{backend}' backend; only TensorFlow's weight layout is read")
+        if not keras_version.startswith("2."):
+            raise AuthorsFileError(f"{path}: written by Keras {keras_version}; only Keras 2's legacy layout is read")
+        layers = {}
+        for layer in layer_names:
+            if layer not in root or not isinstance(root[layer], h5py.Group):
+                raise AuthorsFileError(f"{path}: layer '{layer}' is listed in layer_names but has no group")
+            group = root[layer]
+            weight_names = _string_list_attribute(group, "weight_names")
+            if weight_names is None:
+                raise AuthorsFileError(f"{path}: layer '{layer}' has no attribute 'weight_names'")
+            weights = {}
+            for full_name in weight_names:
+                dataset = group.get(full_name)
+                if not isinstance(dataset, h5py.Dataset):
+                    raise AuthorsFileError(f"{path}: layer '{layer}' lists weight '{full_name}' but the file has no such dataset")
+                # 'head_fc0/kernel:0' -> 'kernel'. The scope is usually the layer's name, but TF 1
+                # renames it ('head_fc0_1/...') when a notebook cell built the model twice, which
+                # Keras 2 itself ignores on load; the layer is identified by its group instead.
+                short = full_name.rsplit("/", 1)[-1].split(":", 1)[0]
+                if short in weights:
+                    raise AuthorsFileError(f"{path}: layer '{layer}' has two weights named '{short}'")
+                weights[short] = (dataset.name, tuple(int(n) for n in dataset.shape))
+            layers[layer] = weights
+    return LegacyWeightsFile(path, backend, keras_version, layers)
+
+
+def infer_head(layout: LegacyWeightsFile) -> tuple[str, int]:
+    """(head, input channels) of a file, from the authors' layer names and the first layer's kernel:
+    pool_3fc if it has kutils' inception block (branch_1x1_conv), single_3fc if only the fc chain.
+    Raises AuthorsFileError naming the layer looked for."""
+    layers = layout.layers
+    if "branch_1x1_conv" in layers:
+        kernel = layers["branch_1x1_conv"].get("kernel", (None, ()))[1]
+        if len(kernel) != 4:
+            raise AuthorsFileError(f"{layout.path}: layer 'branch_1x1_conv' has no 4-d kernel (found {kernel or 'none'})")
+        return "pool_3fc", kernel[2]
+    if "head_fc0" in layers:
+        kernel = layers["head_fc0"].get("kernel", (None, ()))[1]
+        if len(kernel) != 2:
+            raise AuthorsFileError(f"{layout.path}: layer 'head_fc0' has no 2-d kernel (found {kernel or 'none'})")
+        return "single_3fc", kernel[0]
+    weighted = [name for name, weights in layers.items() if weights]
+    raise AuthorsFileError(
+        f"{layout.path}: neither layer 'branch_1x1_conv' (Pool-3FC) nor 'head_fc0' (Single-3FC) found, so not one of the "
+        f"authors' heads (layers with weights: {', '.join(weighted) or 'none'})"
+    )
+
+
+def check_layout(layout: LegacyWeightsFile, plan: list[LayerPlan]) -> None:
+    """Every planned layer present with exactly its weights and shapes, and no other weighted layer.
+    Raises AuthorsFileError naming the file, the layer and what was expected and found."""
+    planned = {layer.authors for layer in plan}
+    for layer in plan:
+        if layer.authors not in layout.layers:
+            raise AuthorsFileError(f"{layout.path}: layer '{layer.authors}' (our {layer.ours}) is missing")
+        found = layout.layers[layer.authors]
+        if set(found) != set(layer.shapes):
+            raise AuthorsFileError(
+                f"{layout.path}: layer '{layer.authors}' holds weights {sorted(found)}, expected {sorted(layer.shapes)}"
+            )
+        for name, shape in layer.shapes.items():
+            if found[name][1] != shape:
+                raise AuthorsFileError(f"{layout.path}: layer '{layer.authors}' weight '{name}' has shape {found[name][1]}, expected {shape}")
+    extra = [name for name, weights in layout.layers.items() if weights and name not in planned]
+    if extra:
+        raise AuthorsFileError(f"{layout.path}: layer '{extra[0]}' has weights but is not part of the authors' head (unexpected: {', '.join(extra)})")
+
+
+def _check_our_head(model, plan: list[LayerPlan], head: str) -> None:
+    """Our head must have the authors' weights, shapes and BN epsilon; a difference is a bug in
+    mlsp.heads, not in the file (RuntimeError naming our layer)."""
+    for layer in plan:
+        ours = model.get_layer(layer.ours)
+        shapes = {weight.name: tuple(weight.shape) for weight in ours.weights}
+        if shapes != layer.shapes:
+            raise RuntimeError(f"mlsp.heads.{head}: layer '{layer.ours}' has weights {shapes}, the authors' '{layer.authors}' {layer.shapes}")
+        if hasattr(ours, "epsilon") and not np.isclose(ours.epsilon, KERAS2_BATCH_NORM_EPSILON):
+            raise RuntimeError(f"mlsp.heads.{head}: layer '{layer.ours}' has epsilon {ours.epsilon}, the authors' Keras 2 default {KERAS2_BATCH_NORM_EPSILON}")
+
+
+@dataclass
+class ImportedHead:
+    """Our head holding the authors' weights, with what it is: head builder name, input channels,
+    and the file's layout (Keras version, layers)."""
+
+    model: object  # keras.Model
+    head: str
+    channels: int
+    layout: LegacyWeightsFile
+
+
+def build_head(path, head: str | None = None, channels: int | None = None) -> ImportedHead:
+    """Our head (`mlsp.heads`) holding the weights of the authors' file at `path`.
+
+    head, channels: what the file must be ("single_3fc" or "pool_3fc", input channels); None infers
+    them from the layer names and the first kernel's shape (`infer_head`). Every weight is matched by
+    the authors' layer name and the weight's name (never by order), and every shape is checked
+    before any value is read. Raises AuthorsFileError naming the file and the layer (also for a
+    weight holding NaN or infinite values).
+    """
+    import h5py
+
+    from mlsp import heads
+
+    layout = read_layout(path)
+    if head is None or channels is None:
+        head, channels = infer_head(layout)
+    plan = weight_plan(head, channels)
+    check_layout(layout, plan)
+    model = heads.build(head, channels)
+    _check_our_head(model, plan, head)
+    with h5py.File(path, "r") as handle:
+        for layer in plan:
+            for weight in model.get_layer(layer.ours).weights:
+                dataset_path = layout.layers[layer.authors][weight.name][0]
+                value = np.asarray(handle[dataset_path][()], dtype=np.float32)
+                if not np.isfinite(value).all():  # a damaged file would score every photo NaN
+                    raise AuthorsFileError(f"{layout.path}: layer '{layer.authors}' weight '{weight.name}' holds NaN or infinite values")
+                weight.assign(value)
+    return ImportedHead(model, head, channels, layout)
+
+
+# --- the scorer folder ------------------------------------------------------------------------------
+
+
+def import_authors(path, out, force: bool = False, published=None) -> tuple[Path, PublishedHead | None]:
+    """Write a scorer folder (`mlsp.score.save_scorer`) from one of the authors' head files.
+
+    path: a `model_best_weights.h5` from subpic/ava-mlsp `models/`; it must be one of
+    `published` (default PUBLISHED_HEADS) by size and sha256 unless `force`: then the head is
+    inferred from the file's layer names and shapes, the backbone from its input channels, and views 1
+    (whole image) and max_side 800 are assumed.
+    out: the folder to write (must not exist, or be empty): head.keras, scorer.json (backbone with
+    ImageNet weights; views 1 for the `orig` heads, 8 for `orig_aug`; max_side 800, AVA's largest
+    side, since the authors fed the original AVA images) and authors.json (where the weights came
+    from, and the layer mapping). Returns (folder, the PublishedHead or None when forced).
+    Raises AuthorsFileError (no such file, not published and not forced, a wrong layer name or shape,
+    no backbone for its input channels, an output folder in use).
+    """
+    from mlsp import score
+
+    path, out = Path(path), Path(out)
+    if not path.is_file():
+        raise AuthorsFileError(f"{path}: no such file")
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise AuthorsFileError(f"{out}: exists and is not an empty folder; choose another --out or remove it")
+    found = identify(path, published)
+    match = found.match
+    if found.lfs_pointer or (match is None and not force):
+        hint = "" if found.lfs_pointer else ". Pass --force to import it anyway (the head is then inferred from its layer names and shapes)"
+        raise AuthorsFileError(found.reason + hint)
+    if match is not None:
+        imported = build_head(path, match.head, PUBLISHED_CHANNELS)
+        kind, views = match.kind, match.views
+    else:
+        imported = build_head(path)
+        kind, views = ("wide" if imported.head == "pool_3fc" else "narrow"), 1
+    plan = weight_plan(imported.head, imported.channels)
+    backbone = BACKBONE_BY_CHANNELS.get(imported.channels)
+    if backbone is None:
+        known = ", ".join(f"{name} {count:,}" for count, name in BACKBONE_BY_CHANNELS.items())
+        raise AuthorsFileError(
+            f"{path}: layer '{plan[0].authors}' takes {imported.channels:,} input channels; no backbone of this kit gives that many ({known})"
+        )
+    label = match.name if match else f"{path.name} (not a published file; imported with --force)"
+    trained_on = f"AVA, by Hosu et al.: {label}; {backbone} {kind} MLSP features of the original images" + ("; 8 stored crops" if views == 8 else "")
+    with tempfile.TemporaryDirectory() as scratch:
+        head_file = Path(scratch) / "head.keras"
+        imported.model.save(head_file)
+        score.save_scorer(out, head_file, backbone, "imagenet", kind, trained_on=trained_on, max_side=AVA_MAX_SIDE, views=views)
+    provenance = {
+        "source": SOURCE, "file": str(path.resolve()), "size": found.size, "sha256": found.sha256,
+        "published": asdict(match) if match else None, "head": imported.head, "input_channels": imported.channels,
+        "keras_version": imported.layout.keras_version,
+        "layers": {layer.authors: layer.ours for layer in plan},
+    }
+    (out / "authors.json").write_text(json.dumps(provenance, indent=2))
+    return out, match

@@ -1,0 +1,302 @@
+"""Importing the authors' published heads (Keras 2 legacy HDF5 weight files) as scorer folders.
+
+The test files are written in Keras 2's layout (root attrs layer_names/backend/keras_version, one
+group per layer with attr weight_names, datasets `<layer>/<layer>/kernel:0`) from a reference model
+built here the way kutils' fc_layers / inception_block build it, with kutils' layer names, at a
+reduced number of input channels. The full-size name/shape plan is checked on files whose datasets
+are declared but never written (HDF5 allocates nothing for them).
+"""
+import json
+from pathlib import Path
+
+import h5py
+import keras
+import numpy as np
+import pytest
+
+from mlsp import authors, backbones, cli, heads, score
+
+CHANNELS = 24  # input channels of the reduced test heads; all other widths are the authors'
+
+
+# --- a reference model in the authors' structure, and Keras 2's writer ---------------------------------
+
+
+def kutils_fc_layers(x):
+    """fc_layers(x, name='head', fc_sizes=[2048, 1024, 256, 1], dropout_rates=[0.25, 0.25, 0.5, 0], batch_norm=2)."""
+    for index, (units, rate) in enumerate(zip((2048, 1024, 256), (0.25, 0.25, 0.5))):
+        x = keras.layers.Dense(units, activation="relu", name=f"head_fc{index}")(x)
+        x = keras.layers.BatchNormalization(name=f"head_bn{index}")(x)
+        x = keras.layers.Dropout(rate, name=f"head_do{index}")(x)
+    return keras.layers.Dense(1, name="head_out")(x)
+
+
+def kutils_conv2d_bn(x, filters, rows, columns, name):
+    x = keras.layers.Conv2D(filters, (rows, columns), padding="same", use_bias=False, name=f"{name}_conv")(x)
+    x = keras.layers.BatchNormalization(scale=False, name=f"{name}_bn")(x)
+    return keras.layers.Activation("relu", name=name)(x)
+
+
+def kutils_inception_block(x, size=1024):
+    branch1x1 = kutils_conv2d_bn(x, size, 1, 1, "branch_1x1")
+    branch3x3 = kutils_conv2d_bn(x, size, 1, 1, "3x3_1x1")
+    branch3x3_1 = kutils_conv2d_bn(branch3x3, size // 2, 1, 3, "3x3_1x3")
+    branch3x3_2 = kutils_conv2d_bn(branch3x3, size // 2, 3, 1, "3x3_3x1")
+    branch3x3 = keras.layers.Concatenate(name="branch_3x3")([branch3x3_1, branch3x3_2])
+    branch_pool = keras.layers.AveragePooling2D(3, strides=1, padding="same", name="avg_pool_2d")(x)
+    branch_pool = kutils_conv2d_bn(branch_pool, size, 1, 1, "branch_pool")
+    return keras.layers.Concatenate(name="mixed_final")([branch1x1, branch3x3, branch_pool])
+
+
+def authors_model(head: str, channels: int, seed: int = 0) -> keras.Model:
+    """The authors' head as train_mlsp_narrow.ipynb / train_mlsp_wide.ipynb build it, with random
+    weights everywhere (BN statistics too, variances positive), so that no layer is an identity."""
+    if head == "single_3fc":
+        inputs = keras.Input((channels,), name="input_1")
+        outputs = kutils_fc_layers(inputs)
+    else:
+        inputs = keras.Input((5, 5, channels), name="input_1")
+        x = keras.layers.GlobalAveragePooling2D(name="final_GAP")(kutils_inception_block(inputs))
+        outputs = kutils_fc_layers(x)
+    model = keras.Model(inputs, outputs)
+    rng = np.random.default_rng(seed)
+    for weight in model.weights:
+        shape = tuple(weight.shape)
+        if weight.name == "moving_variance":
+            value = rng.uniform(0.5, 2.0, shape)
+        elif weight.name == "kernel":
+            value = rng.normal(0, 1 / np.sqrt(np.prod(shape[:-1])), shape)
+        else:
+            value = rng.normal(0, 0.3, shape)
+        weight.assign(value.astype(np.float32))
+    return model
+
+
+def write_keras2_weights(path, model, rename=None, replace=None, drop=None, scope_suffix="", split_layer_names=False):
+    """Write `model` as Keras 2.2.4's save_weights_to_hdf5_group does (keras/engine/saving.py).
+
+    rename: {layer: new name}; replace: {(layer, weight): array}; drop: {(layer, weight)};
+    scope_suffix: TF 1's variable-scope renaming ('head_fc0_1/kernel:0'); split_layer_names: store
+    layer_names as layer_names0, layer_names1 (what Keras 2 does past HDF5's 64 KB header limit).
+    """
+    rename, replace, drop = rename or {}, replace or {}, drop or set()
+    names = [rename.get(layer.name, layer.name) for layer in model.layers]
+    with h5py.File(path, "w") as handle:
+        if split_layer_names:
+            handle.attrs["layer_names0"] = np.array([n.encode() for n in names[:3]])
+            handle.attrs["layer_names1"] = np.array([n.encode() for n in names[3:]])
+        else:
+            handle.attrs["layer_names"] = np.array([n.encode() for n in names])
+        handle.attrs["backend"] = b"tensorflow"
+        handle.attrs["keras_version"] = b"2.2.4"
+        for layer, name in zip(model.layers, names):
+            group = handle.create_group(name)
+            weights = [w for w in layer.weights if (layer.name, w.name) not in drop]
+            full_names = [f"{name}{scope_suffix}/{w.name}:0" for w in weights]
+            group.attrs["weight_names"] = np.array([n.encode() for n in full_names]) if full_names else np.array([])
+            for full_name, weight in zip(full_names, weights):
+                group.create_dataset(full_name, data=replace.get((layer.name, weight.name), np.asarray(weight.numpy())))
+    return Path(path)
+
+
+@pytest.fixture(scope="module")
+def narrow(tmp_path_factory):
+    model = authors_model("single_3fc", CHANNELS, seed=1)
+    return model, write_keras2_weights(tmp_path_factory.mktemp("narrow") / "model_best_weights.h5", model)
+
+
+@pytest.fixture(scope="module")
+def wide(tmp_path_factory):
+    model = authors_model("pool_3fc", CHANNELS, seed=2)
+    return model, write_keras2_weights(tmp_path_factory.mktemp("wide") / "model_best_weights.h5", model)
+
+
+def features(head, batch=5, seed=3):
+    """Random features; each sample with its own offset, so that the 5x5 average pooling of the wide
+    head does not average the samples' differences away."""
+    rng = np.random.default_rng(seed)
+    shape = (batch, CHANNELS) if head == "single_3fc" else (batch, 5, 5, CHANNELS)
+    offsets = rng.normal(0, 2, (batch,) + (1,) * (len(shape) - 1))
+    return (rng.normal(size=shape) + offsets).astype(np.float32)
+
+
+# --- the plan at full size ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("published", authors.PUBLISHED_HEADS, ids=lambda p: p.name)
+def test_full_size_plan_matches_the_published_files(published):
+    plan = authors.weight_plan(published.head, authors.PUBLISHED_CHANNELS)
+    count = authors.parameter_count(plan)
+    assert count == {"pool_3fc": 63_828_481, "single_3fc": 37_044_737}[published.head]
+    # a published file is its float32 values plus HDF5's metadata (tens of KB): no optimizer state, no other layers
+    assert 0 < published.size - 4 * count < 100_000
+
+
+@pytest.mark.parametrize("head", ["single_3fc", "pool_3fc"])
+def test_full_size_file_layout_is_checked_without_reading_values(head, tmp_path):
+    # datasets declared but never written: HDF5 allocates no space, so the file stays small
+    path = tmp_path / "full.h5"
+    plan = authors.weight_plan(head, authors.PUBLISHED_CHANNELS)
+    with h5py.File(path, "w") as handle:
+        handle.attrs["layer_names"] = np.array([b"input_1"] + [layer.authors.encode() for layer in plan])
+        handle.attrs["backend"], handle.attrs["keras_version"] = b"tensorflow", b"2.2.4"
+        handle.create_group("input_1").attrs["weight_names"] = np.array([])
+        for layer in plan:
+            group = handle.create_group(layer.authors)
+            group.attrs["weight_names"] = np.array([f"{layer.authors}/{name}:0".encode() for name in layer.shapes])
+            for name, shape in layer.shapes.items():
+                group.create_dataset(f"{layer.authors}/{name}:0", shape=shape, dtype="float32")
+    assert path.stat().st_size < 1_000_000
+    layout = authors.read_layout(path)
+    assert authors.infer_head(layout) == (head, 16_928)
+    authors.check_layout(layout, plan)  # raises on any difference
+    if head == "pool_3fc":
+        assert layout.layers["3x3_1x3_conv"]["kernel"][1] == (1, 3, 1024, 512)
+        assert layout.layers["head_fc0"]["kernel"][1] == (3072, 2048)
+    assert layout.layers["head_bn2"]["moving_variance"][1] == (256,)
+
+
+@pytest.mark.parametrize("head", ["single_3fc", "pool_3fc"])
+def test_our_heads_have_the_plans_layers_and_shapes(head):
+    plan = authors.weight_plan(head, CHANNELS)
+    model = heads.build(head, CHANNELS)
+    ours = {layer.name: {w.name: tuple(w.shape) for w in layer.weights} for layer in model.layers if layer.weights}
+    assert ours == {layer.ours: layer.shapes for layer in plan}
+
+
+# --- importing ---------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("which", ["narrow", "wide"])
+def test_imported_head_predicts_as_the_authors_model(which, request):
+    reference, path = request.getfixturevalue(which)
+    imported = authors.build_head(path)
+    assert (imported.head, imported.channels) == ({"narrow": "single_3fc", "wide": "pool_3fc"}[which], CHANNELS)
+    x = features(imported.head)
+    expected = np.asarray(reference.predict_on_batch(x))
+    np.testing.assert_allclose(np.asarray(imported.model.predict_on_batch(x)), expected, rtol=1e-5, atol=1e-5)
+    assert np.std(expected) > 1e-3  # the inputs give different scores: the comparison means something
+
+
+def test_weights_are_matched_by_name_not_by_order_or_scope(narrow, tmp_path):
+    reference, _ = narrow
+    # TF 1 renames variable scopes when a cell is run twice; the chunked layer_names of large models
+    path = write_keras2_weights(tmp_path / "renamed_scope.h5", reference, scope_suffix="_1", split_layer_names=True)
+    with h5py.File(path, "a") as handle:  # list head_bn0's weights in reversed order
+        group = handle["head_bn0"]
+        group.attrs["weight_names"] = group.attrs["weight_names"][::-1]
+    imported = authors.build_head(path)
+    x = features("single_3fc")
+    np.testing.assert_allclose(imported.model.predict_on_batch(x), reference.predict_on_batch(x), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        (dict(rename={"head_bn1": "head_bn_1"}), "layer 'head_bn1'"),
+        (dict(replace={("head_fc1", "kernel"): np.zeros((2048, 1000), np.float32)}), r"layer 'head_fc1' weight 'kernel' has shape \(2048, 1000\), expected \(2048, 1024\)"),
+        (dict(drop={("head_bn0", "gamma")}), r"layer 'head_bn0' holds weights \['beta', 'moving_mean', 'moving_variance'\]"),
+        (dict(replace={("head_out", "bias"): np.array([np.nan], np.float32)}), "layer 'head_out' weight 'bias' holds NaN"),
+    ],
+    ids=["renamed_layer", "wrong_shape", "missing_gamma", "nan_value"],
+)
+def test_a_wrong_layer_is_refused_naming_it(narrow, tmp_path, change, message):
+    reference, _ = narrow
+    path = write_keras2_weights(tmp_path / "broken.h5", reference, **change)
+    with pytest.raises(authors.AuthorsFileError, match=message) as error:
+        authors.build_head(path)
+    assert str(path) in str(error.value)
+
+
+def test_a_wide_file_missing_a_conv_is_refused_naming_it(wide, tmp_path):
+    reference, _ = wide
+    path = write_keras2_weights(tmp_path / "broken.h5", reference, rename={"3x3_3x1_conv": "3x1_conv"})
+    with pytest.raises(authors.AuthorsFileError, match=r"layer '3x3_3x1_conv' \(our column2_3x1\) is missing"):
+        authors.build_head(path)
+
+
+def test_files_that_are_not_keras2_weights_are_refused(tmp_path):
+    keras3 = tmp_path / "model.weights.h5"
+    with h5py.File(keras3, "w") as handle:
+        handle.create_group("layers")
+    with pytest.raises(authors.AuthorsFileError, match="no root attribute 'layer_names'"):
+        authors.read_layout(keras3)
+    pointer = tmp_path / "model_best_weights.h5"
+    pointer.write_text("version https://git-lfs.github.com/spec/v1\noid sha256:0121f3\nsize 148210528\n")
+    assert "Git LFS pointer" in authors.identify(pointer).reason
+    with pytest.raises(authors.AuthorsFileError, match="a Git LFS pointer, not the weights") as error:
+        authors.import_authors(pointer, tmp_path / "scorer", force=True)  # --force cannot help
+    assert "--force" not in str(error.value)
+    with pytest.raises(authors.AuthorsFileError, match="cannot be read as HDF5"):
+        authors.read_layout(pointer)
+
+
+# --- the scorer folder -------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def reduced_backbone(monkeypatch):
+    """A 24-channel stand-in for InceptionResNetV2 (whose ImageNet weights are not on this machine):
+    two 'mixed' blocks of 8 and 16 channels, so the scorer folder loads and scores as with the real one."""
+    monkeypatch.setitem(authors.BACKBONE_BY_CHANNELS, CHANNELS, "inception_resnet_v2")
+
+    def load(name, weights="imagenet", input_shape=(None, None, 3), cache_dir=None):
+        assert (name, weights) == ("inception_resnet_v2", "imagenet")
+        inputs = keras.Input(input_shape)
+        first = keras.layers.Conv2D(8, 3, strides=2, name="mixed_5b")(inputs)
+        second = keras.layers.Conv2D(16, 3, strides=2, name="block35_1_mixed")(first)
+        return backbones.Backbone(name, weights, keras.Model(inputs, second), lambda images: images / 127.5 - 1, ["mixed_5b", "block35_1_mixed"])
+
+    monkeypatch.setattr(backbones, "load", load)
+    monkeypatch.setattr(backbones, "min_image_side", lambda name, augment: 86 if augment else 75)
+
+
+def test_published_file_becomes_a_scorer_that_loads_and_scores(narrow, reduced_backbone, monkeypatch, tmp_path):
+    reference, path = narrow
+    size, sha256 = authors.fingerprint(path)
+    published = authors.PublishedHead("irnv2_mlsp_narrow_orig_aug", size, sha256, "single_3fc", "narrow", 8, "Single-3FC (*)", 0.743, 0.745, 81.37)
+    monkeypatch.setattr(authors, "PUBLISHED_HEADS", (published,))
+    monkeypatch.setattr(authors, "PUBLISHED_CHANNELS", CHANNELS)
+
+    assert cli.main(["import-authors", str(path), "--out", str(tmp_path / "scorer")]) == 0
+    config = score.read_config(tmp_path / "scorer")
+    assert {key: config[key] for key in ("backbone", "weights", "kind", "views", "max_side")} == {
+        "backbone": "inception_resnet_v2", "weights": "imagenet", "kind": "narrow", "views": 8, "max_side": 800}
+    provenance = json.loads((tmp_path / "scorer" / "authors.json").read_text())
+    assert provenance["sha256"] == sha256 and provenance["published"]["paper_row"] == "Single-3FC (*)"
+    assert provenance["layers"]["head_bn2"] == "fc3_bn"
+
+    scorer = score.load_scorer(tmp_path / "scorer")
+    x = features("single_3fc")
+    np.testing.assert_allclose(scorer.head.predict_on_batch(x), reference.predict_on_batch(x), rtol=1e-5, atol=1e-5)
+    image = np.random.default_rng(4).integers(0, 256, (120, 100, 3), dtype=np.uint8)
+    assert np.isfinite(score.score_image(scorer, image, memory_budget_bytes=1e9))
+
+
+def test_an_unpublished_file_is_refused_unless_forced(wide, reduced_backbone, tmp_path, capsys):
+    reference, path = wide
+    out = tmp_path / "scorer"
+    size, sha256 = authors.fingerprint(path)
+    assert cli.main(["import-authors", str(path), "--out", str(out)]) == 2
+    message = capsys.readouterr().err
+    assert f"{size:,} bytes, sha256 {sha256}" in message  # what was found
+    assert all(f"{p.size:,} bytes, sha256 {p.sha256}" in message for p in authors.PUBLISHED_HEADS)  # what was expected
+    assert "--force" in message and not out.exists()
+
+    folder, published = authors.import_authors(path, out, force=True)
+    assert published is None
+    config = score.read_config(folder)
+    assert (config["kind"], config["views"], config["max_side"]) == ("wide", 1, 800)
+    head = keras.models.load_model(folder / "head.keras")
+    x = features("pool_3fc", batch=3)
+    np.testing.assert_allclose(head.predict_on_batch(x), reference.predict_on_batch(x), rtol=1e-5, atol=1e-5)
+    with pytest.raises(authors.AuthorsFileError, match="not an empty folder"):
+        authors.import_authors(path, out, force=True)
+
+
+def test_a_damaged_copy_of_a_published_size_is_named(narrow, monkeypatch):
+    _, path = narrow
+    size, _ = authors.fingerprint(path)
+    damaged = authors.PublishedHead("irnv2_mlsp_narrow_orig", size, "0" * 64, "single_3fc", "narrow", 1, "Single-3FC (*)(-aug)", 0.740, 0.742, 80.96)
+    found = authors.identify(path, published=(damaged,))
+    assert found.match is None and "the size of the published irnv2_mlsp_narrow_orig but not its sha256" in found.reason
