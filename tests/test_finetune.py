@@ -74,3 +74,40 @@ def test_batches_from_paths_equal_batches_from_memory(tmp_path):
     from_memory = finetune.ImageBatches(in_memory, np.arange(3), lambda x: x, batch_size=3, seed=4)[0][0]
     from_disk = finetune.ImageBatches(np.array(paths), np.arange(3), lambda x: x, batch_size=3, seed=4)[0][0]
     np.testing.assert_array_equal(from_memory, from_disk)
+
+
+def _epochs_through_keras(batches, epochs: int):
+    """What fit() sees: the batches of each epoch as Keras' adapter serves them (its worker threads
+    when the dataset has workers > 1), with on_epoch_end between epochs."""
+    from keras.src.trainers.data_adapters.py_dataset_adapter import PyDatasetAdapter
+
+    adapter = PyDatasetAdapter(batches, shuffle=False)
+    served = []
+    for _ in range(epochs):
+        adapter.on_epoch_begin()
+        served.append([x.copy() for x, _ in adapter.get_numpy_iterator()])
+        adapter.on_epoch_end()
+    return served
+
+
+def test_parallel_feeding_gives_the_same_batches_for_the_same_seed(tmp_path):
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    paths = []
+    for index in range(10):
+        path = tmp_path / f"{index}.png"
+        Image.fromarray(rng.integers(0, 255, size=(260 + 10 * index, 300, 3), dtype=np.uint8)).save(path)
+        paths.append(str(path))
+    make = lambda workers, seed=7: finetune.ImageBatches(np.array(paths), np.arange(10), lambda x: x, batch_size=3, seed=seed, workers=workers)
+    assert make(None).workers == finetune.FEED_WORKERS and finetune.ImageBatches(np.zeros((2, 256, 256, 3), np.uint8), None, lambda x: x).workers == 1
+    one_thread, four_threads = _epochs_through_keras(make(1), 2), _epochs_through_keras(make(4), 2)
+    assert [len(epoch) for epoch in four_threads] == [4, 4]
+    for epoch_one, epoch_four in zip(one_thread, four_threads):
+        for a, b in zip(epoch_one, epoch_four):
+            np.testing.assert_array_equal(a, b)
+    assert not np.array_equal(one_thread[0][0], one_thread[1][0])  # a new epoch draws new crops and a new order
+    assert not np.array_equal(_epochs_through_keras(make(4, seed=8), 1)[0][0], one_thread[0][0])  # and the seed matters
+    # a batch depends on (seed, epoch, index) only: asked for out of order, it is the same
+    batches = make(1)
+    np.testing.assert_array_equal(batches[2][0], (batches[0], batches[2])[1][0])

@@ -110,3 +110,29 @@ def test_largest_training_side_ignores_validation_and_test_images():
     metadata = pd.DataFrame({"width": [300, 640, 900, 120], "height": [500, 480, 100, 1000], "mos": 5.0})
     split = experiments.Split(metadata, train=np.array([0, 1]), validation=np.array([2]), test=np.array([3]))
     assert split.largest_training_side == 640
+
+
+def test_parallel_readers_serve_the_same_batches_for_the_same_seed(tmp_path):
+    from keras.src.trainers.data_adapters.py_dataset_adapter import PyDatasetAdapter
+
+    rng = np.random.default_rng(1)
+    array = rng.normal(size=(37, 8, 6)).astype(np.float16)
+    with FeatureWriter(tmp_path / "s.h5", [str(i) for i in range(37)], 8, (6,)) as writer:
+        for i in range(37):
+            writer.write(i, array[i])
+
+    def served(workers, seed=5):
+        with FeatureReader(tmp_path / "s.h5") as reader:
+            adapter = PyDatasetAdapter(train.FeatureBatches(reader, np.arange(37), np.arange(37, dtype=np.float32), batch_size=8, seed=seed, workers=workers), shuffle=False)
+            epochs = []
+            for _ in range(3):
+                adapter.on_epoch_begin()
+                epochs.append(np.concatenate([x for x, _ in adapter.get_numpy_iterator()]))
+                adapter.on_epoch_end()
+            return epochs
+
+    one, four = served(1), served(4)
+    for a, b in zip(one, four):
+        np.testing.assert_array_equal(a, b)
+    assert not np.array_equal(one[0], one[1])  # each epoch a new order and new views
+    assert not np.array_equal(served(4, seed=6)[0], one[0])

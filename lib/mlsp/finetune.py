@@ -7,6 +7,7 @@ random crops and flips. "-aug" rows train and test on the whole 256x256 image in
 from __future__ import annotations
 
 import math
+import os
 import time
 
 import keras
@@ -17,6 +18,9 @@ from mlsp.features import RESCALED_SIZE, mlsp_model, prepare
 from mlsp.images import load_rgb
 
 CROP = 224
+# Threads decoding images read from disk for fine-tuning: AVA's 255,000 photos are too many to hold
+# rescaled in RAM (~50 GB), and one thread decodes too slowly to keep a GPU busy (benchmarks/ava_scale.py).
+FEED_WORKERS = max(1, min(4, os.cpu_count() or 1))
 
 
 def finetune_model(backbone, row) -> keras.Model:
@@ -31,26 +35,37 @@ def finetune_model(backbone, row) -> keras.Model:
 
 
 class ImageBatches(keras.utils.PyDataset):
-    """Rescaled images (uint8 in memory, or paths read per batch) served as random crops and flips, or whole."""
+    """Rescaled images (uint8 in memory, or paths read per batch) served as random crops and flips, or whole.
 
-    def __init__(self, images: np.ndarray, mos, preprocess, batch_size: int = 32, augment: bool = True, seed: int = 0, shuffle: bool = True, fill_last: bool = True, apply_exif_orientation: bool = False):
-        super().__init__(workers=1, use_multiprocessing=False)
+    `workers` threads prepare batches ahead of the training step (Pillow decodes and resizes without
+    holding the GIL); the default is 1 for images in memory and up to FEED_WORKERS for paths. A batch
+    depends only on (seed, epoch, batch index): its crops come from a generator seeded by those three,
+    not from a stream shared by the threads, so any number of workers gives the same batches.
+    """
+
+    def __init__(self, images: np.ndarray, mos, preprocess, batch_size: int = 32, augment: bool = True, seed: int = 0, shuffle: bool = True, fill_last: bool = True, apply_exif_orientation: bool = False, workers: int | None = None):
+        if workers is None:
+            workers = 1 if np.asarray(images).dtype == np.uint8 else FEED_WORKERS
+        super().__init__(workers=workers, use_multiprocessing=False, max_queue_size=max(2, 2 * workers))
         self.apply_exif_orientation = apply_exif_orientation
         self.images, self.mos = images, None if mos is None else np.asarray(mos, dtype=np.float32)
         self.preprocess, self.batch_size, self.augment, self.shuffle, self.fill_last = preprocess, batch_size, augment, shuffle, fill_last
-        self.rng = np.random.default_rng(seed)
+        self.seed, self.epoch = seed, -1
         self.on_epoch_end()
 
     def on_epoch_end(self):
-        self.order = self.rng.permutation(len(self.images)) if self.shuffle else np.arange(len(self.images))
+        # Keras stops its worker threads before calling this, so no batch of the old epoch is still being made
+        self.epoch += 1
+        self.order = np.random.default_rng([self.seed, self.epoch]).permutation(len(self.images)) if self.shuffle else np.arange(len(self.images))
 
     def __len__(self):
         return math.ceil(len(self.images) / self.batch_size)
 
     def __getitem__(self, index):
         chosen = train.batch_indices(self.order, index, self.batch_size, self.fill_last)
+        rng = np.random.default_rng([self.seed, self.epoch, index])
         images = (rescaled(self.images, i, self.apply_exif_orientation) for i in chosen)
-        batch = np.stack([random_view(image, self.rng) if self.augment else image for image in images])
+        batch = np.stack([random_view(image, rng) if self.augment else image for image in images])
         batch = self.preprocess(batch)
         return (batch,) if self.mos is None else (batch, self.mos[chosen])
 
@@ -99,7 +114,7 @@ def run_finetune_row(row, backbone_loader, images: np.ndarray, split, protocol: 
         predicted[position] = float(np.mean(model.predict_on_batch(backbone.preprocess(batch))))
     record = {key: [float(v) for v in values] for key, values in history.history.items()}
     record["learning_rate"] = schedule.learning_rates
-    evaluation = metrics.evaluate(predicted, mos[split.test])
+    evaluation = metrics.evaluate(predicted, mos[split.test], seed=seed)  # intervals drawn from the run's seed
     print(f"{row.label:<20} fine-tuned {backbone.name}: {len(record['loss'])} epochs in {time.perf_counter() - started:5.1f} s, test SRCC {evaluation['srcc']:.3f}", flush=True)
     return {
         "label": row.label, "head": row.head, "backbone": backbone.name, "weights": str(backbone.weights),

@@ -16,8 +16,8 @@ from datetime import datetime, timezone
 from importlib import metadata
 from pathlib import Path
 
-from mlsp.parameters import declared_parameters
-from mlsp.paths import NOTEBOOKS_DIR, REPO_ROOT, RESULTS_DIR
+from mlsp.parameters import ParameterError, declared_parameters
+from mlsp.paths import NOTEBOOKS_DIR, PARAMS_DIR, REPO_ROOT, RESULTS_DIR
 
 RECORDED_PACKAGES = ("tensorflow", "tensorflow-cpu", "keras", "numpy", "h5py", "pandas", "scipy", "papermill", "pillow", "scikit-image")
 
@@ -39,6 +39,46 @@ def git_commit() -> str | None:
         return commit + ("+dirty" if dirty else "")
     except (OSError, subprocess.CalledProcessError):
         return None
+
+
+# Where a run reads and writes, not how it computes: never a difference from the paper's settings.
+LOCATION_PARAMETERS = ("profile", "ava_dir", "work_dir")
+
+
+def differences_from_paper(profile: str, notebook: str, parameters: dict, params_dir: Path = PARAMS_DIR, notebooks_dir: Path = NOTEBOOKS_DIR) -> dict:
+    """{notebook: {name: {"paper": value, "here": value}}} for every parameter of the profile that
+    differs from the `paper` profile's value for the same notebook (its file, else the notebook's
+    default): `parameters` for `notebook` itself (the values this run used, --set included), the
+    profile's files for the others, since a table inherits the weights and data of the notebooks
+    before it. {} for the paper profile itself. Locations (LOCATION_PARAMETERS) are left out.
+
+    Written into every result JSON, so that a number made with random weights, synthetic data or a
+    shortened protocol says so wherever it is read. Never raises for an unreadable profile: the
+    reason is returned as {"unknown": message} instead, since a run's results must not be lost to it.
+    """
+    if profile == "paper":
+        return {}
+    from mlsp.parameters import list_notebooks, resolve_profile
+
+    try:
+        notebooks = list_notebooks(notebooks_dir)
+        paper = resolve_profile("paper", notebooks, params_dir)
+        here = resolve_profile(profile, notebooks, params_dir)
+    except (ParameterError, OSError, ValueError) as error:
+        return {"unknown": f"the profiles could not be compared: {error}"}
+    found = {}
+    for nb in notebooks:
+        declared = declared_parameters(nb.path)
+        paper_values = {**declared, **paper[nb.stem]}
+        here_values = dict(parameters) if nb.stem == notebook else {**declared, **here[nb.stem]}
+        differences = {
+            name: {"paper": _plain(paper_values.get(name)), "here": _plain(value)}
+            for name, value in here_values.items()
+            if name not in LOCATION_PARAMETERS and _plain(value) != _plain(paper_values.get(name))
+        }
+        if differences:
+            found[nb.stem] = differences
+    return found
 
 
 def _plain(value):
@@ -83,6 +123,7 @@ class Run:
             "notebook": self.notebook,
             "metrics": _plain(metrics),
             "parameters": _plain(self.parameters),
+            "differs_from_paper": differences_from_paper(self.profile, self.notebook, self.parameters),
             "seed": self.seed,
             "versions": package_versions(),
             "git_commit": git_commit(),
