@@ -1,8 +1,10 @@
-"""The AVA data layer: read AVA.txt, the official test list and the images; split; one metadata CSV.
+"""The data layer: read AVA.txt, the official test list and the images; split; one metadata CSV.
 
 AVA.txt rows are `index image_id c1 ... c10 tag1 tag2 challenge_id`, c_k being the number of votes
 for score k. The official test list (`generic_test.jpgl`) is the test set; the rest is split 95% train
-/ 5% validation with a seed. Every later notebook reads the metadata CSV written here.
+/ 5% validation with a seed. Every later notebook reads the metadata CSV written here, and the score
+scale beside it (`metadata.json`, `score_scale`). Other data sets (KonIQ-10k, a plain CSV) are read by
+mlsp.labels into the same metadata CSV.
 
 Nothing is dropped silently: each rejected line of either file, each listed test id that AVA.txt
 lacks and each unusable image is reported, and a split with an empty set is an error before any
@@ -11,6 +13,7 @@ metadata is written. Image ids are strings throughout ("000123" and "1e5" are id
 from __future__ import annotations
 
 import codecs
+import json
 import re
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -21,10 +24,16 @@ import numpy as np
 import pandas as pd
 
 from mlsp import images
+from mlsp.paths import portable, resolve
 
 VOTE_COLUMNS = [f"votes_{score}" for score in range(1, 11)]
-METADATA_COLUMNS = ["image_id", *VOTE_COLUMNS, "n_votes", "mos", "mos_std", "width", "height", "set"]
-SCORES = np.arange(1, 11, dtype=np.float64)
+# The metadata contract, AVA's columns. Other formats have votes_1 ... votes_K for their K score
+# levels (KonIQ-10k: 5; a plain CSV: as many as it gives, or none, n_votes and mos_std then empty).
+# `path`: the image file, relative to the repository root when inside it (mlsp.paths.portable).
+METADATA_COLUMNS = ["image_id", *VOTE_COLUMNS, "n_votes", "mos", "mos_std", "width", "height", "set", "path"]
+# What every later notebook may rely on; metadata CSVs written before `path` existed lack it.
+REQUIRED_METADATA_COLUMNS = ["image_id", "n_votes", "mos", "mos_std", "width", "height", "set"]
+UNREADABLE_COLUMNS = ["image_id", "set", "reason", "line", "path"]
 AVA_FIELDS = ("index", "image_id", *(f"c{score}" for score in range(1, 11)), "tag1", "tag2", "challenge_id")
 AVA_FORMAT = "index image_id c1 ... c10 tag1 tag2 challenge_id"
 SETS = ("train", "validation", "test")
@@ -41,6 +50,7 @@ FILE_MISSING = "file missing"
 AVA_ROW = "AVA.txt row rejected"
 TEST_LIST_LINE = "test list line rejected"
 TEST_ID_NOT_IN_AVA = "test id not in AVA.txt"
+LABELS_ROW = "labels row rejected"  # a row of a KonIQ-10k or plain-CSV labels file (mlsp.labels)
 PROBLEM_COLUMNS = ["source", "line", "image_id", "kind", "reason"]
 # Smaller images fit no backbone: the smallest `mlsp.backbones.min_input_side` of the kit's networks
 # (Lite0's total stride; tests/test_images.py checks it). A constant, so that reading AVA needs no
@@ -53,7 +63,7 @@ class Problem:
     """A rejected line of AVA.txt or of the test list, or a listed test id that AVA.txt lacks.
 
     `line` counts from 1 as an editor does (CR, LF and CRLF each end a line); `kind` is AVA_ROW,
-    TEST_LIST_LINE or TEST_ID_NOT_IN_AVA.
+    TEST_LIST_LINE, TEST_ID_NOT_IN_AVA or LABELS_ROW (whose reason names the column at fault).
     """
 
     source: str
@@ -122,8 +132,9 @@ def parse_ava_txt(path) -> tuple[pd.DataFrame, list[Problem]]:
     of fields, non-integers, ids that are not plain names, rows without votes, a header line, lines
     that are not UTF-8, and repeated ids (the first row is kept). Blank lines are skipped; a UTF-8
     byte-order mark and Windows line ends are fine.
-    Returns (table: image_id (str), VOTE_COLUMNS, n_votes, mos, mos_std in [1, 10] score units;
-    problems of kind AVA_ROW). Raises FileNotFoundError, and ValueError for a UTF-16/32 file.
+    Returns (table: image_id (str), VOTE_COLUMNS, n_votes, mos, mos_std in [1, 10] score units,
+    line (of AVA.txt); problems of kind AVA_ROW). Raises FileNotFoundError, and ValueError for a
+    UTF-16/32 file.
     """
     path = Path(path)
     ids, votes, problems, first_line, seen_a_line = [], [], [], {}, False
@@ -154,15 +165,21 @@ def parse_ava_txt(path) -> tuple[pd.DataFrame, list[Problem]]:
     counts = np.array(votes, dtype=str).astype(np.int64).reshape(-1, 10)  # one conversion for all rows
     table = pd.DataFrame(counts, columns=VOTE_COLUMNS)
     table.insert(0, "image_id", pd.Series(ids, dtype=str))
-    return add_scores(table), problems
+    table = add_scores(table)
+    table["line"] = np.array([first_line[image_id] for image_id in ids], dtype=np.int64)
+    return table, problems
 
 
-def add_scores(table: pd.DataFrame) -> pd.DataFrame:
-    """n_votes, MOS and the standard deviation of the scores, from the vote histogram."""
-    counts = table[VOTE_COLUMNS].to_numpy(dtype=np.float64)
+def add_scores(table: pd.DataFrame, vote_columns: list[str] = VOTE_COLUMNS) -> pd.DataFrame:
+    """n_votes, MOS and the standard deviation of the scores, from the vote histogram.
+
+    vote_columns[k - 1] holds the votes for score k (AVA: 1 ... 10; KonIQ-10k: 1 ... 5)."""
+    counts = table[vote_columns].to_numpy(dtype=np.float64)
+    scores = np.arange(1, len(vote_columns) + 1, dtype=np.float64)
     n_votes = counts.sum(axis=1)
-    mos = counts @ SCORES / n_votes
-    variance = (counts * (SCORES[None, :] - mos[:, None]) ** 2).sum(axis=1) / n_votes
+    with np.errstate(invalid="ignore", divide="ignore"):  # a row without votes gets NaN, not a warning
+        mos = counts @ scores / n_votes
+        variance = (counts * (scores[None, :] - mos[:, None]) ** 2).sum(axis=1) / n_votes
     table = table.copy()
     table["n_votes"] = n_votes.astype(np.int64)
     table["mos"] = mos
@@ -345,7 +362,7 @@ def read_ava(
     `apply_exif_orientation` (off for AVA: its raters saw the stored pixels).
 
     metadata: METADATA_COLUMNS, one row per usable image (width, height in pixels; MOS in [1, 10]).
-    unusable images: image_id, set, reason (FILE_MISSING, unreadable or too small).
+    unusable images: UNREADABLE_COLUMNS (reason: FILE_MISSING, unreadable or too small; line: of AVA.txt).
     problems: rejected lines of both files and listed test ids without a valid AVA.txt row.
     Raises EmptySetError before reading any image when the split of AVA.txt's valid rows leaves
     train, validation or test empty; a set emptied by unusable images is check_sets' business, so
@@ -358,20 +375,37 @@ def read_ava(
     problems = problems + test_list_problems + _test_ids_not_in_ava(test_ids, table, problems, Path(test_list).name)
     table["set"] = split(table, set(test_ids), seed, validation_fraction)
     _check_split(table["set"], validation_fraction, len(test_ids), problems, Path(ava_txt).name, Path(test_list).name)
-    paths = [image_path(ava_dir, image_id, images_subdir) for image_id in table["image_id"]]
+    files = [image_path(ava_dir, image_id, images_subdir) for image_id in table["image_id"]]
+    metadata, unreadable = measure_images(table, files, METADATA_COLUMNS, verify_images, min_side, workers, progress, apply_exif_orientation)
+    return metadata, unreadable, problems
+
+
+def measure_images(
+    table: pd.DataFrame, files: list, columns: list[str], verify_images: bool = True, min_side: int = MIN_SIDE,
+    workers: int = 8, progress: bool = True, apply_exif_orientation: bool = False,
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Check each row's image file: (metadata of the usable ones, the unusable ones).
+
+    table: one row per image with image_id, set, line (of the labels file) and the score columns;
+    files[i] is row i's image. Adds width and height (pixels, as `load_rgb` returns the image) and
+    path (mlsp.paths.portable) and keeps `columns`, in that order. The unusable table has
+    UNREADABLE_COLUMNS, its reason from `image_info`.
+    """
     with ThreadPoolExecutor(max_workers=workers) as pool:
-        infos = pool.map(lambda path: image_info(path, verify=verify_images, min_side=min_side, apply_exif_orientation=apply_exif_orientation), paths)
+        infos = pool.map(lambda path: image_info(path, verify=verify_images, min_side=min_side, apply_exif_orientation=apply_exif_orientation), files)
         if progress:
             from tqdm import tqdm
 
-            infos = tqdm(infos, total=len(paths), desc="reading image headers", unit="img")
+            infos = tqdm(infos, total=len(files), desc="reading image headers", unit="img")
         infos = list(infos)
-    table["width"] = [width for width, _, _ in infos]
-    table["height"] = [height for _, height, _ in infos]
+    table = table.copy()
+    table["width"] = np.array([width for width, _, _ in infos], dtype=np.int64)
+    table["height"] = np.array([height for _, height, _ in infos], dtype=np.int64)
+    table["path"] = pd.Series([portable(path) for path in files], index=table.index, dtype=object)
     reasons = pd.Series([reason for _, _, reason in infos], index=table.index, dtype=object)
     bad = reasons.notna()
-    unreadable = pd.DataFrame({"image_id": table.loc[bad, "image_id"], "set": table.loc[bad, "set"], "reason": reasons[bad]})
-    return table.loc[~bad, METADATA_COLUMNS].reset_index(drop=True), unreadable.reset_index(drop=True), problems
+    unreadable = table.loc[bad, ["image_id", "set", "line", "path"]].assign(reason=reasons[bad])[UNREADABLE_COLUMNS]
+    return table.loc[~bad, columns].reset_index(drop=True), unreadable.reset_index(drop=True)
 
 
 def build_metadata(ava_dir, seed: int, **options) -> tuple[pd.DataFrame, pd.DataFrame, list[Problem]]:
@@ -381,25 +415,22 @@ def build_metadata(ava_dir, seed: int, **options) -> tuple[pd.DataFrame, pd.Data
     return metadata, unreadable, problems
 
 
-def summarize(metadata: pd.DataFrame, unreadable: pd.DataFrame, problems: list[Problem]) -> dict[str, int]:
-    """Counts of read_ava's results, for the report.
+def summarize(metadata: pd.DataFrame, unreadable: pd.DataFrame, problems: list[Problem], test_list: bool = True) -> dict[str, int]:
+    """Counts of read_ava's (or mlsp.labels.read_labelled's) results, for the report.
 
     images / {set}_images: usable images; unreadable / {set}_unreadable: unusable ones (missing,
-    unreadable or too small), {set}_missing_files among them; malformed_rows: rejected AVA.txt rows
-    (duplicates and a header included); the test list from listed ids to usable images:
-    test_ids_listed >= test_ids_in_ava >= test_ids_with_image_file >= test_images.
+    unreadable or too small), {set}_missing_files among them; malformed_rows: rejected rows of the
+    labels file (AVA.txt: duplicates and a header included); with `test_list` (AVA), the test list
+    from listed ids to usable images: test_ids_listed >= test_ids_in_ava >= test_ids_with_image_file
+    >= test_images.
     """
     counts = {"images": len(metadata)}
     counts.update({f"{name}_images": int((metadata["set"] == name).sum()) for name in SETS})
     counts["unreadable"] = len(unreadable)
     kinds = pd.Series([problem.kind for problem in problems], dtype=object).value_counts()
-    counts["malformed_rows"] = int(kinds.get(AVA_ROW, 0))
-    test_in_ava = counts["test_images"] + int((unreadable["set"] == "test").sum())
-    test_missing = int(((unreadable["set"] == "test") & (unreadable["reason"] == FILE_MISSING)).sum())
-    counts["test_ids_listed"] = test_in_ava + int(kinds.get(TEST_ID_NOT_IN_AVA, 0))
-    counts["test_ids_in_ava"] = test_in_ava
-    counts["test_ids_with_image_file"] = test_in_ava - test_missing
-    counts["test_list_rejected_lines"] = int(kinds.get(TEST_LIST_LINE, 0))
+    counts["malformed_rows"] = int(kinds.get(AVA_ROW, 0) + kinds.get(LABELS_ROW, 0))
+    if test_list:
+        counts.update(_test_list_counts(counts["test_images"], unreadable, kinds))
     for name in SETS:
         in_set = unreadable["set"] == name
         counts[f"{name}_unreadable"] = int(in_set.sum())
@@ -407,8 +438,35 @@ def summarize(metadata: pd.DataFrame, unreadable: pd.DataFrame, problems: list[P
     return counts
 
 
+def _test_list_counts(test_images: int, unreadable: pd.DataFrame, kinds: pd.Series) -> dict[str, int]:
+    """AVA's test list, from listed ids to usable images (see summarize)."""
+    in_test = unreadable["set"] == "test"
+    test_in_ava = test_images + int(in_test.sum())
+    return {
+        "test_ids_listed": test_in_ava + int(kinds.get(TEST_ID_NOT_IN_AVA, 0)),
+        "test_ids_in_ava": test_in_ava,
+        "test_ids_with_image_file": test_in_ava - int((in_test & (unreadable["reason"] == FILE_MISSING)).sum()),
+        "test_list_rejected_lines": int(kinds.get(TEST_LIST_LINE, 0)),
+    }
+
+
 def image_path(ava_dir, image_id: str, images_subdir: str = "images") -> Path:
+    """Where AVA's layout keeps an image: <ava_dir>/images/<id>.jpg."""
     return Path(ava_dir) / images_subdir / f"{image_id}.jpg"
+
+
+def image_paths(table: pd.DataFrame, ava_dir=None, images_subdir: str = "images") -> list[Path]:
+    """The image file of each row of a metadata (or predictions) table, as absolute paths.
+
+    Its `path` column where it has one (every metadata CSV notebook 00 writes now); otherwise, for
+    tables written before that column existed, AVA's layout under `ava_dir`. Raises ValueError when
+    the table has neither a path column nor an ava_dir to fall back on.
+    """
+    if "path" in table.columns:
+        return [resolve(path) for path in table["path"]]
+    if ava_dir is None:
+        raise ValueError(f"the table has no path column (columns: {', '.join(map(str, table.columns))}) and no ava_dir was given")
+    return [image_path(ava_dir, image_id, images_subdir) for image_id in table["image_id"]]
 
 
 def read_csv_with_ids(path) -> pd.DataFrame:
@@ -430,15 +488,130 @@ def read_csv_with_ids(path) -> pd.DataFrame:
 
 
 def read_metadata(path) -> pd.DataFrame:
-    """The metadata CSV of notebook 00 (METADATA_COLUMNS, ids as str).
+    """The metadata CSV of notebook 00 (REQUIRED_METADATA_COLUMNS and more, ids as str).
 
-    Raises FileNotFoundError, and ValueError when a column is missing.
+    Raises FileNotFoundError, and ValueError when a required column is missing.
     """
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"{path}: metadata CSV not found; run notebook 00_data first")
     table = read_csv_with_ids(path)
-    missing = [column for column in METADATA_COLUMNS if column not in table.columns]
+    missing = [column for column in REQUIRED_METADATA_COLUMNS if column not in table.columns]
     if missing:
         raise ValueError(f"{path}: not a metadata CSV of notebook 00_data, it lacks {', '.join(missing)}")
     return table
+
+
+# --- the score scale, and the data formats ------------------------------------------------------
+
+FORMATS = ("ava", "koniq10k", "csv")
+DESCRIPTION_FILE = "metadata.json"  # beside metadata.csv: the format, the sources, the score scale
+
+
+@dataclass(frozen=True)
+class ScoreScale:
+    """The MOS scale, score_min to score_max, and the binary-accuracy threshold: an image is "high
+    quality" when its MOS > accuracy_threshold (AVA: 1 to 10, threshold 5, as in the paper).
+
+    Raises ValueError unless all three are finite and score_min < accuracy_threshold < score_max.
+    """
+
+    score_min: float
+    score_max: float
+    accuracy_threshold: float
+
+    def __post_init__(self):
+        values = {"score_min": self.score_min, "score_max": self.score_max, "accuracy_threshold": self.accuracy_threshold}
+        for name, value in values.items():
+            if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)) or not np.isfinite(value):
+                raise ValueError(f"{name} must be a finite number, got {value!r}")
+        if not self.score_min < self.accuracy_threshold < self.score_max:
+            raise ValueError(
+                f"the scale needs score_min < accuracy_threshold < score_max, got {self.score_min:g}, {self.accuracy_threshold:g}, {self.score_max:g}"
+                " (a threshold at or beyond an end makes every image the same class)"
+            )
+
+    def as_dict(self) -> dict[str, float]:
+        return {"score_min": float(self.score_min), "score_max": float(self.score_max), "accuracy_threshold": float(self.accuracy_threshold)}
+
+    def describe(self) -> str:
+        return f"MOS on {self.score_min:g}-{self.score_max:g}, accuracy at MOS > {self.accuracy_threshold:g}"
+
+
+# Each format's own scale. AVA: votes 1-10 and the paper's threshold 5. KonIQ-10k: votes 1-5 (bad,
+# poor, fair, good, excellent); MOS > 3 means "better than fair", the middle category, as MOS > 5 is
+# above AVA's middle. A fixed point of the rating scale, not the data's median: the median would
+# change with the split and make the classes equal by construction (majority accuracy 50%).
+FORMAT_SCALES = {"ava": ScoreScale(1, 10, 5), "koniq10k": ScoreScale(1, 5, 3)}
+
+
+def resolve_scale(data_format: str, score_min=None, score_max=None, accuracy_threshold=None) -> ScoreScale:
+    """The scale a run uses: the notebook's parameters, None meaning the format's own (FORMAT_SCALES).
+
+    AVA's MOS is a mean of votes 1-10, so its score_min and score_max can only be 1 and 10 (its
+    threshold may move). Where score_min or score_max differ from the format's, the threshold must
+    be given too; a plain CSV has no scale of its own, so it needs all three. Raises ValueError.
+    """
+    if data_format not in FORMATS:
+        raise ValueError(f"data_format must be one of {', '.join(FORMATS)}, got {data_format!r}")
+    own = FORMAT_SCALES.get(data_format)
+    given = {"score_min": score_min, "score_max": score_max, "accuracy_threshold": accuracy_threshold}
+    if own is None:
+        absent = [name for name, value in given.items() if value is None]
+        if absent:
+            raise ValueError(f"data_format 'csv' has no scale of its own: give {', '.join(absent)} (your MOS's range, and the MOS above which an image counts as high quality)")
+        return ScoreScale(score_min, score_max, accuracy_threshold)
+    if data_format == "ava" and (score_min not in (None, 1) or score_max not in (None, 10)):
+        raise ValueError(f"AVA's MOS is a mean of votes 1 to 10: leave score_min and score_max unset (or 1 and 10), got {score_min}, {score_max}")
+    moved = (score_min is not None and score_min != own.score_min) or (score_max is not None and score_max != own.score_max)
+    if moved and accuracy_threshold is None:
+        raise ValueError(f"score_min/score_max differ from {data_format}'s own scale ({own.score_min:g}-{own.score_max:g}): give accuracy_threshold on your scale too")
+    chosen = {name: own.as_dict()[name] if value is None else value for name, value in given.items()}
+    return ScoreScale(**chosen)
+
+
+def check_sources(data_format: str, generate_embedded: bool, labels_file, images_dir) -> None:
+    """Raise ValueError for parameters that contradict the format (notebook 00, before any reading).
+
+    "ava" reads ava_dir (AVA.txt, generic_test.jpgl, images/): labels_file and images_dir would be
+    ignored, so they must stay unset. "koniq10k" and "csv" need both, and cannot be generated.
+    """
+    if data_format not in FORMATS:
+        raise ValueError(f"data_format must be one of {', '.join(FORMATS)}, got {data_format!r}")
+    if data_format == "ava":
+        given = [name for name, value in (("labels_file", labels_file), ("images_dir", images_dir)) if value is not None]
+        if given:
+            raise ValueError(f"data_format 'ava' reads ava_dir (AVA.txt, generic_test.jpgl, images/); {' and '.join(given)} would be ignored: unset them, or set data_format to koniq10k or csv")
+        return
+    if generate_embedded:
+        raise ValueError(f"generate_embedded writes the embedded set in AVA's layout; with data_format {data_format!r} set generate_embedded: false")
+    absent = [name for name, value in (("labels_file", labels_file), ("images_dir", images_dir)) if value is None]
+    if absent:
+        raise ValueError(f"data_format {data_format!r} needs {' and '.join(absent)} (the labels CSV, and the folder its image names are relative to)")
+
+
+def write_description(work_dir, data_format: str, scale: ScoreScale, **sources) -> Path:
+    """Write metadata.json beside metadata.csv: the format, its sources (paths, split rule) and the
+    score scale, so that later notebooks read the scale with `score_scale` rather than assume AVA's."""
+    path = Path(work_dir) / DESCRIPTION_FILE
+    record = {"data_format": data_format, **scale.as_dict(), **{key: str(value) for key, value in sources.items()}}
+    path.write_text(json.dumps(record, indent=2) + "\n")
+    return path
+
+
+def score_scale(work_dir) -> ScoreScale:
+    """The score scale of the metadata in `work_dir` (the folder of metadata.csv), from metadata.json.
+
+    Metadata written before metadata.json existed is AVA's (or the embedded AVA-format set's): AVA's
+    scale. Raises ValueError for a metadata.json without the scale or with an impossible one.
+    """
+    path = Path(work_dir) / DESCRIPTION_FILE
+    if not path.exists():
+        return FORMAT_SCALES["ava"]
+    record = json.loads(path.read_text())
+    try:
+        return ScoreScale(record["score_min"], record["score_max"], record["accuracy_threshold"])
+    except KeyError as error:
+        raise ValueError(f"{path}: no {error.args[0]}; rerun notebook 00_data") from None
+    except ValueError as error:
+        raise ValueError(f"{path}: {error}") from None

@@ -171,11 +171,12 @@ def extract(
 
 
 def run_extraction(metadata, ava_dir, backbone, features_dir, passes: dict, augmentation=(True, False), shard_index: int = 0, num_shards: int = 1, workers: int = 2, progress: bool = True, retry_failed: bool = False, apply_exif_orientation: bool = False, batch_images: int = 1) -> list[dict]:
-    """Every pass for one backbone: `passes` maps an input mode to its feature kinds."""
-    from mlsp.data import image_path
+    """Every pass for one backbone: `passes` maps an input mode to its feature kinds. Images are found
+    by the metadata's path column (any data set), or for metadata without one by AVA's layout in ava_dir."""
+    from mlsp.data import image_paths
 
     ids = list(metadata["image_id"])
-    paths = [image_path(ava_dir, image_id) for image_id in ids]
+    paths = image_paths(metadata, ava_dir)
     summaries = []
     for mode, kinds in passes.items():
         model = mlsp_model(backbone, tuple(kinds))

@@ -25,6 +25,7 @@ ENUMERATIONS: dict[str, Callable[[], tuple[str, ...]]] = {
     "feature kind": lambda: tuple(import_module("mlsp.features").FEATURE_KINDS),
     "head": lambda: tuple(import_module("mlsp.heads").HEADS),
     "embedded set shape": lambda: tuple(import_module("mlsp.embedded").SHAPES),
+    "data format": lambda: tuple(import_module("mlsp.data").FORMATS),
     "Table 2 fine-tuning row": lambda: tuple(row.label for row in import_module("mlsp.experiments").TABLE2_FINETUNE_ROWS),
 }
 
@@ -102,6 +103,17 @@ class Fraction:
         above_zero = value >= 0 if self.zero_allowed else value > 0
         below_one = value <= 1 if self.one_allowed else value < 1
         return None if above_zero and below_one else ""
+
+
+@dataclass(frozen=True)
+class Number:
+    """A finite number of any sign (a score scale's ends and thresholds)."""
+
+    def allowed(self, context: Context) -> str:
+        return "a finite number"
+
+    def problem(self, value, context: Context) -> str | None:
+        return None if is_finite_number(value) else ""
 
 
 @dataclass(frozen=True)
@@ -275,6 +287,14 @@ RULES = {
     "embedded_max_side": Count(),
     "embedded_shape": Choice("embedded set shape"),
     "validation_fraction": Fraction(),
+    "data_format": Choice("data format"),
+    "labels_file": Text("file path"),  # null (the default) where the format has none: AVA
+    "images_dir": Text("folder path"),
+    # the MOS scale and the accuracy threshold; null (the default): the format's own (mlsp.data.FORMAT_SCALES)
+    "score_min": Number(),
+    "score_max": Number(),
+    "accuracy_threshold": Number(),
+    "test_fraction": Fraction(),
     "verify_images": Flag(),
     "apply_exif_orientation": Flag(),
     "min_side": Count(),
@@ -318,6 +338,9 @@ RULES = {
 RELATIONS = [
     ("shard_index", "<", "num_shards"),
     ("embedded_min_side", "<=", "embedded_max_side"),
+    ("score_min", "<", "score_max"),
+    ("score_min", "<", "accuracy_threshold"),
+    ("accuracy_threshold", "<", "score_max"),
 ]
 COMPARISONS = {"<": lambda a, b: a < b, "<=": lambda a, b: a <= b, ">": lambda a, b: a > b, ">=": lambda a, b: a >= b}
 MIRRORED = {"<": ">", "<=": ">=", ">": "<", ">=": "<="}

@@ -13,12 +13,19 @@ from mlsp import paper
 from mlsp.paths import REPO_ROOT, RESULTS_DIR
 
 
-def data_overview(metadata: pd.DataFrame):
+def data_overview(metadata: pd.DataFrame, threshold: float = 5.0):
+    """Notebook 00's figure: MOS (dashed: the binary-accuracy threshold), votes per image (a note
+    where the labels file gave none), resolutions, the split."""
     figure, axes = plt.subplots(1, 4, figsize=(17, 3.6))
     axes[0].hist(metadata["mos"], bins=30, color="tab:blue")
-    axes[0].axvline(5, color="black", linestyle="--", linewidth=1)
+    axes[0].axvline(threshold, color="black", linestyle="--", linewidth=1, label=f"accuracy threshold {threshold:g}")
     axes[0].set(title="MOS", xlabel="mean opinion score", ylabel="images")
-    axes[1].hist(metadata["n_votes"], bins=30, color="tab:orange")
+    axes[0].legend(fontsize=8)
+    votes = metadata["n_votes"].dropna()
+    if len(votes):
+        axes[1].hist(votes, bins=30, color="tab:orange")
+    else:
+        axes[1].text(0.5, 0.5, "not given by the labels file", ha="center", va="center", transform=axes[1].transAxes)
     axes[1].set(title="votes per image", xlabel="votes")
     distinct = metadata[["width", "height"]].drop_duplicates().shape[0]
     axes[2].scatter(metadata["width"], metadata["height"], s=4, alpha=0.4)

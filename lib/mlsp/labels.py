@@ -1,0 +1,361 @@
+"""Data sets other than AVA: a labels CSV in KonIQ-10k's layout or a plain one, and a folder of images.
+
+- "koniq10k": KonIQ-10k's `koniq10k_scores_and_distributions.csv`: image_name, c1 ... c5 (votes for
+  scores 1 to 5), c_total, MOS (1-5), SD, MOS_zscore; the images in `1024x768/` (or `512x384/`).
+  Its `koniq10k_distributions_sets.csv` reads too: there c1 ... c5 are fractions of c_total, MOS is
+  on MOS_zscore's 0-100 scale (state it: score_min, score_max, accuracy_threshold) and `set`
+  (training / validation / test) is the authors' split.
+- "csv": `image` (a path relative to the images folder) and `mos`; optionally votes_1 ... votes_K
+  (votes for scores 1 to K) and `set` (train / validation / test).
+Column names match whatever their case. Without a set column the split is drawn with the seed:
+test_fraction of the images for test, validation_fraction of the rest for validation.
+
+The rows end up in the same metadata CSV as AVA's (mlsp.data). Each row that cannot be used is
+reported with its line and the column at fault and skipped, as AVA.txt's rows are; a file that cannot
+be read as its format (absent, not UTF-8, a required column missing, no MOS inside the stated scale)
+is one error naming the file.
+"""
+from __future__ import annotations
+
+import codecs
+import csv
+import io
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath, PureWindowsPath
+
+import numpy as np
+import pandas as pd
+
+from mlsp import data
+from mlsp.data import LABELS_ROW, EmptySetError, Problem, ScoreScale
+from mlsp.paths import resolve
+
+# A decimal number as people write them; float() would also take "nan", "inf", "1_000" and digits of
+# other scripts, none of which is a score.
+NUMBER = re.compile(r"[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")
+SET_NAMES = {"train": "train", "training": "train", "validation": "validation", "val": "validation", "test": "test"}
+# KonIQ-10k's fractions of c_total are rounded to 12 digits in its file; a row whose fractions miss 1
+# by more than this is not a distribution.
+FRACTION_TOLERANCE = 1e-3
+
+
+@dataclass(frozen=True)
+class Layout:
+    """Which columns of a format hold what, spelled as the format does (matched whatever the case)."""
+
+    image: str
+    mos: str
+    vote_pattern: str  # group 1: the score the column counts votes for
+    total: str | None = None  # the number of votes (KonIQ: c_total)
+    std: str | None = None  # the standard deviation of the votes (KonIQ: SD)
+    fractions: bool = False  # votes may be fractions of `total` (KonIQ's sets file)
+    set: str = "set"
+
+
+LAYOUTS = {
+    "koniq10k": Layout(image="image_name", mos="MOS", vote_pattern=r"c([0-9]+)", total="c_total", std="SD", fractions=True),
+    "csv": Layout(image="image", mos="mos", vote_pattern=r"votes_([0-9]+)"),
+}
+
+
+@dataclass
+class Columns:
+    """Where a file's header put each column of its layout (0-based indices, None when absent)."""
+
+    names: list[str]
+    image: int
+    mos: int
+    votes: list[int]
+    total: int | None
+    std: int | None
+    set: int | None
+
+    def name(self, index: int) -> str:
+        """How a message names a column: as the header writes it, and its position counting from 1."""
+        return f"column {self.names[index]!r} ({index + 1})"
+
+
+def _records(path: Path) -> Iterator[tuple[int, list[str]]]:
+    """(line where the record starts, fields) for each non-blank record of a CSV file.
+
+    The delimiter is a comma, or a tab or semicolon when the first line has one and no comma. A UTF-8
+    byte-order mark and Windows line ends are fine. Raises ValueError naming the file (and the line
+    and column where it can) for UTF-16/32 or non-UTF-8 text and for broken quoting.
+    """
+    content = path.read_bytes()
+    for mark, encoding in data._WIDE_BYTE_ORDER_MARKS:
+        if content.startswith(mark):
+            raise ValueError(f"{path}: the labels file is {encoding} text; save it as UTF-8")
+    content = content.removeprefix(codecs.BOM_UTF8)
+    try:
+        text = content.decode("utf-8")
+    except UnicodeDecodeError as error:
+        line, line_start = content.count(b"\n", 0, error.start) + 1, content.rfind(b"\n", 0, error.start) + 1
+        raise ValueError(
+            f"{path}, line {line}, column {error.start - line_start + 1}: not UTF-8 text "
+            f"(byte 0x{content[error.start]:02x}); save the file as UTF-8"
+        ) from None
+    first = text.split("\n", 1)[0]
+    delimiter = next((candidate for candidate in ("\t", ";") if "," not in first and candidate in first), ",")
+    reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter, strict=True)
+    start = 1
+    try:
+        for fields in reader:
+            if any(field.strip() for field in fields):
+                yield start, fields
+            start = reader.line_num + 1
+    except csv.Error as error:
+        raise ValueError(f"{path}, line {reader.line_num}: not readable as CSV ({error})") from None
+
+
+def _find_columns(path: Path, line: int, header: list[str], data_format: str) -> Columns:
+    """Locate the layout's columns in the header; raises ValueError naming what is missing or repeated."""
+    layout = LAYOUTS[data_format]
+    names = [name.strip() for name in header]
+    seen = {}
+    for index, name in enumerate(names):
+        key = name.lower()
+        if key in seen:
+            raise ValueError(f"{path}, line {line}: column {name!r} appears twice (columns {seen[key] + 1} and {index + 1})")
+        seen[key] = index
+    missing = [wanted for wanted in (layout.image, layout.mos) if wanted.lower() not in seen]
+    if missing:
+        shown = {"koniq10k": "image_name, MOS (and optionally c1 ... c5, c_total, SD, set)", "csv": "image, mos (and optionally votes_1 ... votes_K, set)"}[data_format]
+        raise ValueError(f"{path}, line {line}: no column {', '.join(repr(name) for name in missing)} (the header has: {', '.join(names)}); a {data_format} labels file has {shown}")
+    votes = {int(match.group(1)): index for index, name in enumerate(names) if (match := re.fullmatch(layout.vote_pattern, name, re.IGNORECASE))}
+    if votes and sorted(votes) != list(range(1, len(votes) + 1)):
+        found = ", ".join(names[votes[score]] for score in sorted(votes))
+        raise ValueError(f"{path}, line {line}: vote columns must count the scores 1 to K without gaps, found {found}")
+    optional = {name: seen.get(name.lower()) if name else None for name in (layout.total, layout.std, layout.set)}
+    return Columns(
+        names=names, image=seen[layout.image.lower()], mos=seen[layout.mos.lower()], votes=[votes[score] for score in sorted(votes)],
+        total=optional[layout.total], std=optional[layout.std], set=optional[layout.set],
+    )
+
+
+def _number(text: str) -> float | None:
+    text = text.strip()
+    return float(text) if NUMBER.fullmatch(text) else None
+
+
+def _image_name(text: str) -> tuple[str | None, str | None]:
+    """(the image's name relative to the images folder, in / form; or None and why it is refused)."""
+    name = text.strip().replace("\\", "/")
+    if not name:
+        return None, "empty"
+    if PurePosixPath(name).is_absolute() or PureWindowsPath(name).drive:
+        return None, f"{text.strip()!r} is an absolute path; give it relative to images_dir"
+    return str(PurePosixPath(name)), None
+
+
+def _votes(fields: list[str], columns: Columns, fractions_allowed: bool) -> tuple[list[int] | None, list[str]]:
+    """The vote counts of a row (None without vote columns), and what is wrong with them."""
+    if not columns.votes:
+        return None, []
+    values = [_number(fields[index]) for index in columns.votes]
+    bad = [f"{columns.name(index)}: {fields[index].strip()!r} is not a number of votes" for index, value in zip(columns.votes, values) if value is None or value < 0]
+    if bad:
+        return None, bad
+    if all(value == int(value) for value in values):
+        return [int(value) for value in values], []
+    where = f"columns {columns.names[columns.votes[0]]} ... {columns.names[columns.votes[-1]]} ({columns.votes[0] + 1}-{columns.votes[-1] + 1})"
+    if not (fractions_allowed and columns.total is not None):
+        return None, [f"{where}: {', '.join(fields[index].strip() for index in columns.votes)} are not whole vote counts"]
+    total = _number(fields[columns.total])
+    if total is not None and abs(sum(values) - 1) <= FRACTION_TOLERANCE:
+        return [int(round(value * total)) for value in values], []  # KonIQ's sets file: fractions of c_total
+    return None, [f"{where}: neither whole vote counts nor fractions of {columns.names[columns.total]} summing to 1 (they sum to {sum(values):.4g})"]
+
+
+def read_labels(path, data_format: str, scale: ScoreScale) -> tuple[pd.DataFrame, list[Problem]]:
+    """Read a labels file of the given format: (one row per usable image, rejected rows).
+
+    Table columns: image_id (the image's path relative to the images folder, / separated, as
+    written), votes_1 ... votes_K when the file has votes (counts), n_votes (from the votes, else
+    KonIQ's c_total, else empty), mos (the file's, in the scale's units), mos_std (the file's SD, else
+    from the votes, else empty), set ('train', 'validation', 'test', or None without a set column),
+    line (where the row starts, counting from 1 with the header).
+    Rejected (Problem of kind LABELS_ROW, its reason naming the column by name and position): rows
+    with another number of fields than the header, an empty or absolute image name, a MOS that is not
+    a number or lies outside [score_min, score_max], bad votes, an unknown set name, a repeated image
+    (the first row is kept).
+    Raises FileNotFoundError, and ValueError naming the file for an unknown format, an empty file, a
+    header without the required columns, text that is not UTF-8, or when no MOS lies inside the
+    scale (the scale parameters, not the rows, are then wrong).
+    """
+    path = Path(path)
+    if data_format not in LAYOUTS:
+        raise ValueError(f"no labels-file layout for data_format {data_format!r} (have: {', '.join(LAYOUTS)})")
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: labels file not found" + (" (it is a folder)" if path.is_dir() else ""))
+    records = _records(path)
+    try:
+        header_line, header = next(records)
+    except StopIteration:
+        raise ValueError(f"{path}: empty; expected a header line naming the columns") from None
+    columns = _find_columns(path, header_line, header, data_format)
+    layout = LAYOUTS[data_format]
+    rows, problems, first_line, outside, inside = [], [], {}, [], 0
+    for line, fields in records:
+        image_id, reasons = None, []
+        if len(fields) != len(columns.names):
+            reasons.append(f"expected {len(columns.names)} fields as in the header, found {len(fields)}")
+        else:
+            image_id, why = _image_name(fields[columns.image])
+            if why:
+                reasons.append(f"{columns.name(columns.image)}: {why}")
+            mos = _number(fields[columns.mos])
+            if mos is None:
+                reasons.append(f"{columns.name(columns.mos)}: {fields[columns.mos].strip()!r} is not a number")
+            elif scale.score_min <= mos <= scale.score_max:
+                inside += 1
+            else:
+                outside.append(mos)
+                reasons.append(f"{columns.name(columns.mos)}: {mos:g} lies outside the score scale {scale.score_min:g}-{scale.score_max:g} (score_min, score_max)")
+            votes, vote_problems = _votes(fields, columns, layout.fractions)
+            reasons += vote_problems
+            std = None
+            if columns.std is not None:
+                std = _number(fields[columns.std])
+                if std is None or std < 0:
+                    reasons.append(f"{columns.name(columns.std)}: {fields[columns.std].strip()!r} is not a standard deviation")
+            total = None
+            if columns.total is not None:
+                total = _number(fields[columns.total])
+                if total is None or total < 0 or total != int(total):
+                    reasons.append(f"{columns.name(columns.total)}: {fields[columns.total].strip()!r} is not a whole number of votes")
+            chosen_set = None
+            if columns.set is not None:
+                written = fields[columns.set].strip()
+                chosen_set = SET_NAMES.get(written.lower())
+                if chosen_set is None:
+                    reasons.append(f"{columns.name(columns.set)}: {written!r} is not a set name ({', '.join(SET_NAMES)})")
+            if not reasons and image_id in first_line:
+                reasons.append(f"{columns.name(columns.image)}: duplicate image (first at line {first_line[image_id]}, kept)")
+        if reasons:
+            problems.append(Problem(path.name, line, image_id, "; ".join(reasons), LABELS_ROW))
+            continue
+        first_line[image_id] = line
+        rows.append({"image_id": image_id, "votes": votes, "total": total, "mos": mos, "std": std, "set": chosen_set, "line": line})
+    if outside and not inside:  # the scale parameters are wrong, not every row
+        raise ValueError(
+            f"{path}: no MOS lies inside the stated scale {scale.score_min:g}-{scale.score_max:g}; the file's run from "
+            f"{min(outside):g} to {max(outside):g}: set score_min, score_max and accuracy_threshold to the file's scale"
+        )
+    return _table(rows, len(columns.votes)), problems
+
+
+def _table(rows: list[dict], n_levels: int) -> pd.DataFrame:
+    """read_labels' table from its parsed rows."""
+    vote_columns = [f"votes_{score}" for score in range(1, n_levels + 1)]
+    table = pd.DataFrame({"image_id": pd.Series([row["image_id"] for row in rows], dtype=object)})
+    if n_levels:
+        counts = pd.DataFrame([row["votes"] for row in rows], columns=vote_columns, dtype=np.int64)
+        table = pd.concat([table, counts], axis=1)
+        from_votes = data.add_scores(table, vote_columns)
+        n_votes, votes_std = from_votes["n_votes"].astype(float), from_votes["mos_std"]
+    else:  # KonIQ's c_total without c1 ... c5, or nothing
+        n_votes = pd.Series([row["total"] for row in rows], index=table.index, dtype=float)
+        votes_std = pd.Series(np.nan, index=table.index)
+    table["n_votes"] = n_votes.astype("Int64")  # whole numbers, empty where unknown
+    table["mos"] = pd.Series([row["mos"] for row in rows], index=table.index, dtype=float)
+    given_std = pd.Series([row["std"] for row in rows], index=table.index, dtype=float)
+    table["mos_std"] = given_std.fillna(votes_std)
+    table["set"] = pd.Series([row["set"] for row in rows], index=table.index, dtype=object)
+    table["line"] = pd.Series([row["line"] for row in rows], index=table.index, dtype=np.int64)
+    return table
+
+
+def assign_sets(table: pd.DataFrame, seed: int, test_fraction: float, validation_fraction: float) -> tuple[pd.Series, str]:
+    """'train', 'validation' or 'test' per row (named "set"), and how they were chosen, in words.
+
+    The file's set column where it has one; if it names no validation image, validation_fraction of
+    its train images are drawn for validation with the seed. Without a set column, round(n x
+    test_fraction) images are drawn for test and round(rest x validation_fraction) for validation.
+    Empty sets are allowed here (see check_split). Raises ValueError for a fraction outside [0, 1].
+    """
+    for name, value in (("test_fraction", test_fraction), ("validation_fraction", validation_fraction)):
+        if not 0.0 <= value <= 1.0:
+            raise ValueError(f"{name} must lie in [0, 1], got {value!r}")
+    if table["set"].notna().any():
+        sets = table["set"].to_numpy(dtype=object).copy()
+        if (sets == "validation").any():
+            return pd.Series(sets, index=table.index, name="set"), "the labels file's set column"
+        how = f"the labels file's set column; validation drawn from its train images (validation_fraction {validation_fraction:g}, seed {seed})"
+    else:
+        # its own stream of the seed, so that the test draw and data.split's validation draw are independent
+        rng = np.random.default_rng([seed, 1])
+        sets = np.full(len(table), "train", dtype=object)
+        sets[rng.choice(len(table), size=int(round(len(table) * test_fraction)), replace=False)] = "test"
+        how = f"drawn with seed {seed}: test_fraction {test_fraction:g}, then validation_fraction {validation_fraction:g} of the rest"
+    trainable = np.flatnonzero(sets == "train")
+    rng = np.random.default_rng(seed)
+    sets[rng.choice(trainable, size=int(round(len(trainable) * validation_fraction)), replace=False)] = "validation"
+    return pd.Series(sets, index=table.index, name="set"), how
+
+
+def check_split(sets: pd.Series, how: str, labels_name: str, problems: list[Problem], test_fraction: float, validation_fraction: float) -> None:
+    """Raise EmptySetError, before any image is read, when the split leaves a set empty."""
+    counts = sets.value_counts()
+    from_file = how.startswith("the labels file")
+    messages = []
+    for name in data.SETS:
+        if counts.get(name, 0):
+            continue
+        if len(sets) == 0:
+            messages.append(f"the {name} set is empty: {labels_name} has no usable row")
+        elif from_file and name != "validation":
+            messages.append(f"the {name} set is empty: no usable row of {labels_name} has set {name!r}")
+        elif name == "test":
+            messages.append(f"the test set is empty: {len(sets)} usable rows x test_fraction {test_fraction:g} rounds to 0")
+        elif name == "validation":
+            messages.append(f"the validation set is empty: {int(counts.get('train', 0))} train images x validation_fraction {validation_fraction:g} rounds to 0")
+        else:
+            messages.append(f"the train set is empty: test_fraction {test_fraction:g} and validation_fraction {validation_fraction:g} leave no image for training")
+    if not messages:
+        return
+    rejected = [problem for problem in problems if problem.kind == LABELS_ROW]
+    context = f" ({labels_name}: {len(sets)} usable rows, {len(rejected)} rejected; split: {how})"
+    if rejected:
+        context += ". First rejected rows: " + "; ".join(f"line {problem.line}: {problem.reason}" for problem in rejected[:3])
+    raise EmptySetError("; ".join(messages) + context, problems)
+
+
+def read_labelled(
+    data_format: str,
+    labels_file,
+    images_dir,
+    scale: ScoreScale,
+    seed: int,
+    test_fraction: float = 0.2,
+    validation_fraction: float = 0.05,
+    verify_images: bool = True,
+    min_side: int = data.MIN_SIDE,
+    workers: int = 8,
+    progress: bool = True,
+    apply_exif_orientation: bool = False,
+) -> tuple[pd.DataFrame, pd.DataFrame, list[Problem], str]:
+    """Read a KonIQ-10k or plain-CSV data set: (metadata, unusable images, problems, split rule).
+
+    labels_file, images_dir: paths relative to the repository root, or absolute. metadata: the
+    columns of data.METADATA_COLUMNS with votes_1 ... votes_K for the file's K vote columns (none
+    without), one row per usable image, MOS in the scale's units. Unusable images and problems as
+    data.read_ava's (the unusable table's line is the labels file's). The split rule says in words
+    how the sets were chosen (assign_sets).
+    Raises EmptySetError before any image is read when a set would be empty; a set emptied by
+    unusable images is data.check_sets' business. Also FileNotFoundError for a missing labels file
+    or images folder, and ValueError (read_labels, assign_sets).
+    """
+    labels_file, images_dir = resolve(labels_file), resolve(images_dir)
+    if not images_dir.is_dir():
+        raise FileNotFoundError(f"{images_dir}: images_dir not found" + (" (it is a file)" if images_dir.exists() else ""))
+    table, problems = read_labels(labels_file, data_format, scale)
+    table["set"], how = assign_sets(table, seed, test_fraction, validation_fraction)
+    check_split(table["set"], how, labels_file.name, problems, test_fraction, validation_fraction)
+    vote_columns = [column for column in table.columns if column.startswith("votes_")]
+    columns = ["image_id", *vote_columns, "n_votes", "mos", "mos_std", "width", "height", "set", "path"]
+    files = [images_dir / image_id for image_id in table["image_id"]]
+    metadata, unreadable = data.measure_images(table, files, columns, verify_images, min_side, workers, progress, apply_exif_orientation)
+    return metadata, unreadable, problems, how

@@ -1,0 +1,379 @@
+"""Data sets other than AVA (mlsp.labels): KonIQ-10k's layout and a plain CSV, through notebook 00 into
+the one metadata contract, with their score scale beside it; and each kind of bad input, named."""
+import json
+import shutil
+
+import numpy as np
+import pandas as pd
+import papermill
+import pytest
+
+from conftest import REPO
+from mlsp import data, embedded, experiments, extract, labels, metrics, train
+from mlsp.parameters import ParameterError, list_notebooks, parse_overrides, resolve_profile
+from mlsp.paths import RESULTS_DIR
+
+KONIQ = data.FORMAT_SCALES["koniq10k"]
+# The real file's header, quotes included (koniq10k_scores_and_distributions.csv)
+KONIQ_HEADER = '"image_name","c1","c2","c3","c4","c5","c_total","MOS","SD","MOS_zscore"'
+N_IMAGES = 24
+
+
+@pytest.fixture(scope="module")
+def source(tmp_path_factory):
+    """A small embedded set (real photos, simulated votes), whose images the formats below reuse."""
+    folder = embedded.generate(tmp_path_factory.mktemp("embedded"), N_IMAGES, seed=0, min_side=96, max_side=160, problem_cases=False)
+    table, _ = data.parse_ava_txt(folder / "AVA.txt")
+    test_ids, _ = data.read_test_list(folder / "generic_test.jpgl")
+    return {"folder": folder, "table": table, "test_ids": set(test_ids)}
+
+
+def koniq_rows(table: pd.DataFrame) -> list[str]:
+    """KonIQ-10k rows from AVA's 10-bin votes folded into 5 (scores 1-2 -> 1, ..., 9-10 -> 5)."""
+    rows = []
+    for _, row in table.iterrows():
+        votes = row[data.VOTE_COLUMNS].to_numpy(dtype=int)
+        counts = votes[0::2] + votes[1::2]
+        scores = np.arange(1, 6)
+        mos = counts @ scores / counts.sum()
+        sd = np.sqrt(counts @ (scores - mos) ** 2 / counts.sum())
+        rows.append(f"{row['image_id']}.jpg," + ",".join(map(str, counts)) + f",{counts.sum()},{mos:.9f},{sd:.9f},{(mos - 1) * 25:.6f}")
+    return rows
+
+
+def write_koniq(folder, source, extra_rows=()) -> tuple:
+    folder.mkdir(parents=True, exist_ok=True)
+    labels_file = folder / "koniq10k_scores_and_distributions.csv"
+    labels_file.write_text("\r\n".join([KONIQ_HEADER, *koniq_rows(source["table"]), *extra_rows]) + "\r\n")  # as published: CRLF
+    return labels_file, source["folder"] / "images"
+
+
+def write_plain_csv(folder, source) -> tuple:
+    """image (relative to the embedded folder), mos on AVA's 1-10, votes_1 ... votes_10, and a set
+    column naming train and test only (validation is then drawn from train)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    table = source["table"]
+    frame = pd.DataFrame({"image": "images/" + table["image_id"] + ".jpg", "mos": table["mos"].round(4)})
+    frame[[f"votes_{k}" for k in range(1, 11)]] = table[data.VOTE_COLUMNS].to_numpy()
+    frame["set"] = np.where(table["image_id"].isin(source["test_ids"]), "test", "train")
+    labels_file = folder / "labels.csv"
+    frame.to_csv(labels_file, index=False)
+    return labels_file, source["folder"]
+
+
+def run_notebook_00(tmp_path, name: str, **parameters) -> dict:
+    """Notebook 00 through papermill with the given parameters; its outputs."""
+    profile = f"test-data-formats-{name}"  # results/test*/ is git-ignored, and removed again below
+    work = tmp_path / "work"
+    try:
+        papermill.execute_notebook(
+            str(REPO / "notebooks" / "00_data.ipynb"), str(tmp_path / "00_data.ipynb"), cwd=str(REPO), kernel_name="python3", progress_bar=False,
+            parameters={"profile": profile, "work_dir": str(work), "ava_dir": str(tmp_path / "ava"), "generate_embedded": False, "seed": 0, **parameters},
+        )
+        results = RESULTS_DIR / profile
+        return {
+            "work": work,
+            "metadata": data.read_metadata(work / "metadata.csv"),
+            "description": json.loads((work / "metadata.json").read_text()),
+            "summary": json.loads((results / "data.json").read_text()),
+            "malformed": pd.read_csv(results / "malformed_rows.csv"),
+            "unreadable": data.read_csv_with_ids(results / "unreadable.csv"),
+            "test_list_problems": (results / "test_list_problems.csv").exists(),
+        }
+    finally:
+        shutil.rmtree(RESULTS_DIR / profile, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def koniq_run(source, tmp_path_factory):
+    """Notebook 00 on a KonIQ-10k-layout set with three bad rows: a MOS that is not a number, a
+    repeated image, and an image whose file is missing."""
+    tmp_path = tmp_path_factory.mktemp("koniq")
+    extra = ["broken.jpg,0,1,2,3,4,10,n/a,1.0,50", "100000.jpg,0,0,1,0,0,1,3.0,0,50", "absent.jpg,0,0,5,5,0,10,3.5,0.5,62.5"]
+    labels_file, images_dir = write_koniq(tmp_path / "koniq", source, extra)
+    run = run_notebook_00(tmp_path, "koniq10k", data_format="koniq10k", labels_file=str(labels_file), images_dir=str(images_dir), test_fraction=0.25, validation_fraction=0.2)
+    return {**run, "labels_file": labels_file, "images_dir": images_dir}
+
+
+@pytest.mark.slow
+def test_koniq10k_through_notebook_00(koniq_run, source):
+    metadata, table = koniq_run["metadata"], source["table"]
+    assert list(metadata.columns) == ["image_id", "votes_1", "votes_2", "votes_3", "votes_4", "votes_5", "n_votes", "mos", "mos_std", "width", "height", "set", "path"]
+    assert sorted(metadata["image_id"]) == sorted(table["image_id"] + ".jpg")  # KonIQ's names are the ids
+    assert metadata["mos"].between(1, 5).all() and (metadata["n_votes"] == metadata[[f"votes_{k}" for k in range(1, 6)]].sum(axis=1)).all()
+    assert all(path.is_file() and path.parent == koniq_run["images_dir"] for path in data.image_paths(metadata))
+    counts = pd.concat([metadata["set"], koniq_run["unreadable"]["set"]]).value_counts()  # the file-less row was drawn too
+    rows = N_IMAGES + 1
+    assert counts["test"] == round(rows * 0.25) and counts["validation"] == round((rows - counts["test"]) * 0.2)  # drawn: no set column
+    # the scale every later accuracy uses, recorded twice: for later notebooks, and in the data table
+    assert data.score_scale(koniq_run["work"]) == data.ScoreScale(1, 5, 3) == KONIQ
+    assert koniq_run["description"]["data_format"] == "koniq10k" and "drawn with seed 0" in koniq_run["description"]["split"]
+    summary = koniq_run["summary"]["metrics"]
+    assert (summary["score_min"], summary["score_max"], summary["accuracy_threshold"]) == (1, 5, 3)
+    assert summary["high_quality_fraction"] == pytest.approx((metadata["mos"] > 3).mean())
+    assert "test_ids_listed" not in summary and not koniq_run["test_list_problems"]  # AVA's test list only
+
+
+@pytest.mark.slow
+def test_koniq10k_bad_rows_and_missing_files_are_reported_with_line_and_column(koniq_run):
+    malformed = koniq_run["malformed"]
+    first_bad = N_IMAGES + 2  # the header is line 1
+    assert list(malformed["line"]) == [first_bad, first_bad + 1]
+    assert "column 'MOS' (8): 'n/a' is not a number" in malformed["reason"][0]
+    assert "column 'image_name' (1): duplicate image (first at line 2, kept)" in malformed["reason"][1]
+    assert set(malformed["source"]) == {"koniq10k_scores_and_distributions.csv"}
+    unreadable = koniq_run["unreadable"]
+    assert list(unreadable["image_id"]) == ["absent.jpg"] and list(unreadable["reason"]) == [data.FILE_MISSING]
+    assert list(unreadable["line"]) == [first_bad + 2] and unreadable["path"][0].endswith("images/absent.jpg")
+
+
+@pytest.mark.slow
+def test_a_head_trains_on_koniq10k_metadata_and_scores_on_its_scale(koniq_run, tmp_path):
+    """Notebook 01's extraction finds KonIQ's files by the path column, and a Table 2 row trains on them."""
+    from mlsp import backbones
+
+    metadata_csv = koniq_run["work"] / "metadata.csv"
+    metadata = data.read_metadata(metadata_csv)
+    row = experiments.TABLE2_FEATURE_ROWS[0]  # Single-3FC (-aug): rescaled, narrow, one view
+    backbone = backbones.load("efficientnet_lite0", "imagenet")
+    summaries = extract.run_extraction(metadata, None, backbone, tmp_path / "features", {row.mode: [row.kind]}, augmentation=(row.augment,), progress=False)
+    assert summaries[0]["extracted"] == len(metadata) and not summaries[0]["skipped"]
+    split = experiments.load_split(metadata_csv)
+    protocol = train.Protocol(batch_size=8, max_epochs=3)
+    result = experiments.run_feature_row(row, split, tmp_path / "features", "efficientnet_lite0", protocol, seed=0)
+    assert len(result["predicted"]) == len(split.test) and np.isfinite(result["srcc"])
+    scale = data.score_scale(metadata_csv.parent)
+    accuracy = metrics.accuracy(result["predicted"], result["true"], threshold=scale.accuracy_threshold)
+    assert 0 <= accuracy <= 100 and scale.accuracy_threshold == 3
+
+
+@pytest.mark.slow
+def test_plain_csv_through_notebook_00(source, tmp_path):
+    labels_file, images_dir = write_plain_csv(tmp_path / "mine", source)
+    run = run_notebook_00(tmp_path, "csv", data_format="csv", labels_file=str(labels_file), images_dir=str(images_dir), score_min=1.0, score_max=10.0, accuracy_threshold=5.5, validation_fraction=0.2)
+    metadata = run["metadata"]
+    assert list(metadata.columns) == data.METADATA_COLUMNS  # votes_1 ... votes_10 given, as AVA's
+    assert sorted(metadata["image_id"]) == sorted("images/" + source["table"]["image_id"] + ".jpg")
+    test = set(metadata.loc[metadata["set"] == "test", "image_id"])
+    assert test == {f"images/{image_id}.jpg" for image_id in source["test_ids"]}  # the set column is kept
+    trainable = N_IMAGES - len(test)
+    assert (metadata["set"] == "validation").sum() == round(trainable * 0.2)  # drawn from its train rows
+    assert "validation drawn from its train images" in run["description"]["split"]
+    assert data.score_scale(run["work"]) == data.ScoreScale(1, 10, 5.5)
+    np.testing.assert_allclose(metadata.sort_values("image_id")["mos"], source["table"].assign(image_id="images/" + source["table"]["image_id"] + ".jpg").sort_values("image_id")["mos"], atol=1e-4)
+    assert run["malformed"].empty and run["unreadable"].empty
+
+
+# ---- bad input, each named by file, line and column ---------------------------------------------
+
+
+def write(tmp_path, text: str, name: str = "labels.csv", encoding: str = "utf-8"):
+    path = tmp_path / name
+    path.write_bytes(text.encode(encoding))
+    return path
+
+
+def rejected(tmp_path, text: str, data_format: str = "csv", scale=data.ScoreScale(1, 10, 5)) -> list[tuple[int, str]]:
+    table, problems = labels.read_labels(write(tmp_path, text), data_format, scale)
+    assert all(problem.kind == data.LABELS_ROW and problem.source == "labels.csv" for problem in problems)
+    return [(problem.line, problem.reason) for problem in problems]
+
+
+def test_a_missing_column_names_the_file_the_header_line_and_what_the_format_needs(tmp_path):
+    with pytest.raises(ValueError, match=r"labels.csv, line 1: no column 'MOS' \(the header has: image_name, c1, score\); a koniq10k labels file has image_name, MOS"):
+        labels.read_labels(write(tmp_path, "image_name,c1,score\na.jpg,1,3\n"), "koniq10k", KONIQ)
+    with pytest.raises(ValueError, match=r"line 3: no column 'image'"):  # blank lines before the header are skipped
+        labels.read_labels(write(tmp_path, "\n\nfile,mos\na.jpg,3\n"), "csv", KONIQ)
+    with pytest.raises(ValueError, match=r"line 1: column 'MOS' appears twice \(columns 2 and 3\)"):
+        labels.read_labels(write(tmp_path, "image,mos,MOS\na.jpg,3,3\n"), "csv", KONIQ)
+    with pytest.raises(ValueError, match=r"vote columns must count the scores 1 to K without gaps, found votes_1, votes_3"):
+        labels.read_labels(write(tmp_path, "image,mos,votes_1,votes_3\na.jpg,3,1,1\n"), "csv", KONIQ)
+    with pytest.raises(ValueError, match=r"labels.csv: empty"):
+        labels.read_labels(write(tmp_path, "\n \n"), "csv", KONIQ)
+
+
+def test_a_mos_that_is_not_a_number_is_rejected_with_its_line_and_column(tmp_path):
+    found = rejected(tmp_path, "image,mos\na.jpg,5\nb.jpg,\nc.jpg,nan\nd.jpg,1_0\ne.jpg,inf\nf.jpg, 4.5 \n")
+    assert [line for line, _ in found] == [3, 4, 5, 6]  # "nan", "inf" and "1_0" are no scores, though float() takes them
+    assert found[1] == (4, "column 'mos' (2): 'nan' is not a number")
+
+
+def test_a_mos_outside_the_scale_is_rejected_and_a_scale_no_row_fits_is_one_error(tmp_path):
+    found = rejected(tmp_path, "image_name,MOS\na.jpg,3.2\nb.jpg,77.4\nc.jpg,0.99\n", "koniq10k", KONIQ)
+    assert found == [(3, "column 'MOS' (2): 77.4 lies outside the score scale 1-5 (score_min, score_max)"), (4, "column 'MOS' (2): 0.99 lies outside the score scale 1-5 (score_min, score_max)")]
+    # KonIQ's sets file carries MOS on 0-100: read with the 1-5 scale, no row fits; the parameters are wrong
+    with pytest.raises(ValueError, match=r"labels.csv: no MOS lies inside the stated scale 1-5; the file's run from 15.2 to 77.4: set score_min, score_max and accuracy_threshold"):
+        labels.read_labels(write(tmp_path, "image_name,MOS\na.jpg,77.4\nb.jpg,15.2\n"), "koniq10k", KONIQ)
+
+
+def test_duplicate_images_keep_the_first_row_also_when_written_differently(tmp_path):
+    found = rejected(tmp_path, "image,mos\nsub/a.jpg,5\n./sub/a.jpg,6\nsub\\a.jpg,7\nsub/b.jpg,4\n")
+    assert found == [(3, "column 'image' (1): duplicate image (first at line 2, kept)"), (4, "column 'image' (1): duplicate image (first at line 2, kept)")]
+
+
+def test_unknown_set_names_empty_and_absolute_images_and_bad_votes_are_rejected(tmp_path):
+    text = "image,mos,votes_1,votes_2,set\na.jpg,5,1,2,train\nb.jpg,5,1,2,holdout\nc.jpg,5,1,2,\n/abs/d.jpg,5,1,2,test\n,5,1,2,test\nf.jpg,5,1,-2,test\ng.jpg,5,1.5,2,test\nh.jpg,5,1,2,Training\ni.jpg,5,1,2\n"
+    found = dict(rejected(tmp_path, text))
+    assert found[3] == "column 'set' (5): 'holdout' is not a set name (train, training, validation, val, test)"
+    assert found[4].startswith("column 'set' (5): '' is not a set name")
+    assert found[5] == "column 'image' (1): '/abs/d.jpg' is an absolute path; give it relative to images_dir"
+    assert found[6] == "column 'image' (1): empty"
+    assert found[7] == "column 'votes_2' (4): '-2' is not a number of votes"
+    assert found[8] == "columns votes_1 ... votes_2 (3-4): 1.5, 2 are not whole vote counts"
+    assert found[10] == "expected 5 fields as in the header, found 4"
+    assert 9 not in found  # set names are read whatever their case
+
+
+def test_koniq_sets_file_fractions_become_vote_counts_and_its_split_is_kept(tmp_path):
+    text = "image_name,c1,c2,c3,c4,c5,c_total,MOS,SD,set\na.jpg,0.0,0.0,0.238095238095,0.695238095238,0.0666666666667,105,77.38,0.527,training\nb.jpg,0.5,0.2,0.0,0.0,0.0,10,20,0.5,test\n"
+    table, problems = labels.read_labels(write(tmp_path, text), "koniq10k", data.ScoreScale(0, 100, 50))
+    assert table.loc[0, [f"votes_{k}" for k in range(1, 6)]].tolist() == [0, 0, 25, 73, 7] and table.loc[0, "n_votes"] == 105
+    assert list(table["set"]) == ["train"]
+    assert problems[0].line == 3 and "neither whole vote counts nor fractions of c_total summing to 1 (they sum to 0.7)" in problems[0].reason
+
+
+def test_text_that_is_not_utf8_names_line_and_column_and_utf16_is_refused(tmp_path):
+    with pytest.raises(ValueError, match=r"labels.csv, line 3, column 4: not UTF-8 text \(byte 0xe9\)"):
+        labels.read_labels(write(tmp_path, "image,mos\na.jpg,5\ncaf\u00e9.jpg,5\n", encoding="latin-1"), "csv", KONIQ)
+    with pytest.raises(ValueError, match=r"labels.csv: the labels file is UTF-16 text"):
+        labels.read_labels(write(tmp_path, "image,mos\na.jpg,5\n", encoding="utf-16"), "csv", KONIQ)
+    table, _ = labels.read_labels(write(tmp_path, "\ufeffimage;mos\r\nsous-bois/caf\u00e9.jpg;3.5\r\n"), "csv", KONIQ)
+    assert list(table["image_id"]) == ["sous-bois/caf\u00e9.jpg"] and table["mos"][0] == 3.5  # BOM, CRLF, semicolons
+
+
+def test_plain_csv_without_votes_has_empty_vote_counts(tmp_path):
+    table, problems = labels.read_labels(write(tmp_path, "image,mos\na.jpg,5\nb.jpg,6.5\n"), "csv", data.ScoreScale(1, 10, 5))
+    assert not problems and list(table.columns) == ["image_id", "n_votes", "mos", "mos_std", "set", "line"]
+    assert table["n_votes"].isna().all() and table["mos_std"].isna().all() and table["set"].isna().all()
+
+
+def make_images(folder, names):
+    from PIL import Image
+
+    for name in names:
+        (folder / name).parent.mkdir(parents=True, exist_ok=True)
+        Image.new("RGB", (64, 48), (120, 80, 40)).save(folder / name)
+
+
+def test_read_labelled_draws_the_split_with_the_seed_and_reports_missing_files(tmp_path):
+    names = [f"p{index}.png" for index in range(20)]
+    make_images(tmp_path / "images", names[:-1])  # the last one has no file
+    labels_file = write(tmp_path, "image,mos\n" + "".join(f"{name},{1 + index % 9}\n" for index, name in enumerate(names)))
+    first = labels.read_labelled("csv", labels_file, tmp_path / "images", data.ScoreScale(1, 10, 5), seed=3, test_fraction=0.2, validation_fraction=0.25, progress=False)
+    again = labels.read_labelled("csv", labels_file, tmp_path / "images", data.ScoreScale(1, 10, 5), seed=3, test_fraction=0.2, validation_fraction=0.25, progress=False)
+    metadata, unreadable, problems, how = first
+    pd.testing.assert_frame_equal(metadata, again[0])  # the seed fixes the split
+    sets = pd.concat([metadata["set"], unreadable["set"]]).value_counts()
+    assert (sets["test"], sets["validation"], sets["train"]) == (4, 4, 12) and not problems
+    assert list(unreadable["image_id"]) == ["p19.png"] and unreadable["line"][0] == 21 and unreadable["reason"][0] == data.FILE_MISSING
+    assert (metadata["width"] == 64).all() and "drawn with seed 3" in how
+    other = labels.read_labelled("csv", labels_file, tmp_path / "images", data.ScoreScale(1, 10, 5), seed=4, test_fraction=0.2, validation_fraction=0.25, progress=False)[0]
+    assert list(other["set"]) != list(metadata["set"])
+
+
+def never_read(path, **options):
+    raise AssertionError(f"an image was read before the split was checked: {path}")
+
+
+@pytest.mark.parametrize(
+    ("text", "test_fraction", "messages"),
+    [
+        ("image,mos\na.jpg,5\nb.jpg,5\nc.jpg,5\n", 0.1, ["the test set is empty: 3 usable rows x test_fraction 0.1 rounds to 0"]),
+        ("image,mos,set\na.jpg,5,train\nb.jpg,5,train\nc.jpg,5,validation\n", 0.2, ["the test set is empty: no usable row of labels.csv has set 'test'"]),
+        ("image,mos\na.jpg,x\n", 0.2, ["the train set is empty: labels.csv has no usable row", "(labels.csv: 0 usable rows, 1 rejected; split: drawn with seed 0", "First rejected rows: line 2: column 'mos' (2): 'x' is not a number"]),
+    ],
+)
+def test_an_empty_set_fails_before_any_image_is_read(tmp_path, monkeypatch, text, test_fraction, messages):
+    (tmp_path / "images").mkdir()
+    monkeypatch.setattr(data, "image_info", never_read)
+    with pytest.raises(data.EmptySetError) as caught:
+        labels.read_labelled("csv", write(tmp_path, text), tmp_path / "images", data.ScoreScale(1, 10, 5), seed=0, test_fraction=test_fraction, validation_fraction=0.5, progress=False)
+    assert all(message in str(caught.value) for message in messages), str(caught.value)
+
+
+def test_missing_labels_file_or_images_folder_is_named(tmp_path):
+    with pytest.raises(FileNotFoundError, match="nope: images_dir not found"):
+        labels.read_labelled("csv", tmp_path / "labels.csv", tmp_path / "nope", KONIQ, seed=0)
+    (tmp_path / "images").mkdir()
+    with pytest.raises(FileNotFoundError, match="labels.csv: labels file not found"):
+        labels.read_labelled("csv", tmp_path / "labels.csv", tmp_path / "images", KONIQ, seed=0)
+
+
+# ---- the score scale and the format parameters --------------------------------------------------
+
+
+def test_each_format_has_its_scale_and_a_csv_must_state_one():
+    assert data.resolve_scale("ava") == data.ScoreScale(1, 10, 5)
+    assert data.resolve_scale("ava", accuracy_threshold=6) == data.ScoreScale(1, 10, 6)  # AVA's threshold may move
+    assert data.resolve_scale("koniq10k") == data.ScoreScale(1, 5, 3)
+    assert data.resolve_scale("koniq10k", 0, 100, 50) == data.ScoreScale(0, 100, 50)
+    with pytest.raises(ValueError, match="AVA's MOS is a mean of votes 1 to 10"):
+        data.resolve_scale("ava", score_max=5)
+    with pytest.raises(ValueError, match="give accuracy_threshold on your scale too"):
+        data.resolve_scale("koniq10k", score_max=100)
+    with pytest.raises(ValueError, match="data_format 'csv' has no scale of its own: give score_min, accuracy_threshold"):
+        data.resolve_scale("csv", score_max=10)
+    with pytest.raises(ValueError, match="score_min < accuracy_threshold < score_max, got 1, 5, 5"):
+        data.ScoreScale(1, 5, 5)
+    with pytest.raises(ValueError, match="data_format must be one of ava, koniq10k, csv, got 'tid2013'"):
+        data.resolve_scale("tid2013")
+
+
+def test_sources_must_fit_the_format():
+    data.check_sources("ava", True, None, None)
+    data.check_sources("csv", False, "labels.csv", "images")
+    with pytest.raises(ValueError, match="labels_file would be ignored"):
+        data.check_sources("ava", False, "labels.csv", None)
+    with pytest.raises(ValueError, match="data_format 'koniq10k' needs images_dir"):
+        data.check_sources("koniq10k", False, "scores.csv", None)
+    with pytest.raises(ValueError, match="generate_embedded writes the embedded set in AVA's layout"):
+        data.check_sources("csv", True, "labels.csv", "images")
+
+
+def test_the_data_figure_marks_the_threshold_and_survives_labels_without_votes():
+    from mlsp import report
+
+    metadata = pd.DataFrame({"mos": [1.5, 3.2, 4.1], "n_votes": [np.nan] * 3, "width": [64] * 3, "height": [48] * 3, "set": ["train", "validation", "test"]})
+    figure = report.data_overview(metadata, threshold=3)
+    assert list(figure.axes[0].lines[0].get_xdata()) == [3, 3]
+    assert figure.axes[1].texts[0].get_text() == "not given by the labels file"
+
+
+def test_score_scale_reads_what_notebook_00_wrote_and_older_metadata_is_avas(tmp_path):
+    assert data.score_scale(tmp_path) == data.FORMAT_SCALES["ava"]  # metadata from before metadata.json
+    data.write_description(tmp_path, "koniq10k", KONIQ, source="somewhere")
+    assert data.score_scale(tmp_path) == KONIQ
+    (tmp_path / "metadata.json").write_text('{"score_min": 1, "score_max": 5}')
+    with pytest.raises(ValueError, match=r"metadata.json: no accuracy_threshold; rerun notebook 00_data"):
+        data.score_scale(tmp_path)
+
+
+def test_image_paths_come_from_the_path_column_or_avas_layout(tmp_path):
+    with_path = pd.DataFrame({"image_id": ["a.jpg"], "path": ["data/x/a.jpg"]})
+    assert data.image_paths(with_path, ava_dir=tmp_path) == [REPO / "data/x/a.jpg"]  # the path column wins
+    old = pd.DataFrame({"image_id": ["123"]})
+    assert data.image_paths(old, ava_dir=tmp_path) == [tmp_path / "images" / "123.jpg"]
+    with pytest.raises(ValueError, match="no path column"):
+        data.image_paths(old)
+
+
+@pytest.mark.parametrize(
+    ("pairs", "message"),
+    [
+        (["data_format=tid2013"], "key 'data_format' should be one of the data formats: ava, koniq10k, csv, got 'tid2013'"),
+        (["score_min=5", "score_max=1"], "--set: key 'score_min' should be < score_max (1, from --set), got 5"),
+        (["accuracy_threshold=9"], "key 'accuracy_threshold' should be < score_max (5, from"),
+        (["score_min=abc"], "key 'score_min' should be a finite number, got 'abc'"),
+        (["test_fraction=1"], "key 'test_fraction' should be a number in (0, 1), got 1"),
+    ],
+)
+def test_format_parameters_are_checked_before_any_notebook_starts(pairs, message):
+    with pytest.raises(ParameterError) as refused:
+        resolve_profile("custom", list_notebooks(), overrides=parse_overrides(pairs))
+    assert message in str(refused.value)
+
+
+def test_the_custom_profile_template_passes_the_dry_run_without_its_data():
+    resolved = resolve_profile("custom", list_notebooks())  # its labels file is the user's to provide
+    assert resolved["00_data"]["data_format"] == "koniq10k"
+    assert data.resolve_scale("koniq10k", *(resolved["00_data"][key] for key in ("score_min", "score_max", "accuracy_threshold"))) == KONIQ
