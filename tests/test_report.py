@@ -1,6 +1,8 @@
 """The README's results section is generated from results/demo and must agree with it."""
 import json
 
+import numpy as np
+import pandas as pd
 import pytest
 
 from conftest import REPO
@@ -26,3 +28,49 @@ def test_section_changes_when_results_change(tmp_path):
     with pytest.raises(ValueError, match="markers"):
         (tmp_path / "plain.md").write_text("no markers")
         report.update_readme("p", readme=tmp_path / "plain.md", results_root=results)
+
+
+def _write(results, key, metrics, **extra):
+    (results / "p").mkdir(parents=True, exist_ok=True)
+    (results / "p" / f"{key}.json").write_text(json.dumps({"key": key, "metrics": metrics, **extra}))
+
+
+def test_section_shows_intervals_where_results_have_them_and_plain_values_where_not(tmp_path):
+    results = tmp_path / "results"
+    with_interval = {"srcc": 0.6491, "srcc_low": 0.4912, "srcc_high": 0.7733, "plcc": 0.638, "plcc_low": 0.5, "plcc_high": 0.75,
+                     "accuracy": 80.77, "accuracy_low": 71.79, "accuracy_high": 88.46}
+    _write(results, "table2", {"features": {"Single-3FC": with_interval}, "finetune": {}}, backbone="b", weights="w")
+    _write(results, "table3", {"b": {"Pool-3FC": {"srcc": 0.5, "plcc": 0.4, "accuracy": 70.0, "srcc_low": None, "srcc_high": None}}}, weights="w")
+    text = report.results_section("p", results)
+    assert "| Single-3FC [features] | 0.649 [0.49, 0.77] | 0.676 | 0.638 [0.50, 0.75] | 0.682 | 80.8% [71.8, 88.5] | 79.3% |" in text
+    assert "| Pool-3FC [b] | 0.500 | 0.756 | 0.400 | 0.757 | 70.0% | 81.7% |" in text  # null bounds: no interval shown
+    assert "Brackets: 95% percentile bootstrap intervals" in text
+    _write(results, "table2", {"features": {"Single-3FC": {"srcc": 0.6491, "plcc": 0.638, "accuracy": 80.77}}}, backbone="b", weights="w")
+    _write(results, "table3", {"b": {}}, weights="w")
+    plain = report.results_section("p", results)
+    assert "| Single-3FC [features] | 0.649 | 0.676 | 0.638 | 0.682 | 80.8% | 79.3% |" in plain and "Brackets" not in plain
+
+
+def test_section_lists_the_claims_when_notebook_07_wrote_them(tmp_path):
+    results = tmp_path / "results"
+    line = {"claim": "wide features (Pool-3FC) beat narrow (Single-3FC)", "a": "Table 3: Pool-3FC [b]", "b": "Table 3: Single-3FC [b]",
+            "difference": -0.123, "low": -0.3, "high": 0.05, "images": 78, "verdict": "not resolved at this size"}
+    _write(results, "claims", {f"{line['a']} vs {line['b']}": line}, resamples=1000, confidence=0.95)
+    text = report.results_section("p", results)
+    assert "| wide features (Pool-3FC) beat narrow (Single-3FC) | Table 3: Pool-3FC [b] | Table 3: Single-3FC [b] | -0.123 | [-0.300, +0.050] | 78 | not resolved at this size |" in text
+    assert "1000 resamples" in text
+    _write(results, "claims", {})
+    assert "claims" not in report.results_section("p", results)
+
+
+def test_fig7_draws_the_interval_band_when_the_table_has_it():
+    table = pd.DataFrame({"blocks": [1, 2, 3], "srcc": [0.5, 0.6, 0.55], "srcc_low": [0.3, 0.45, 0.4], "srcc_high": [0.65, 0.72, 0.7]})
+    band = report.srcc_against_blocks(table, "b").axes[0].collections
+    assert len(band) == 1 and np.allclose(band[0].get_paths()[0].vertices[:, 1].min(), 0.3)
+    assert not report.srcc_against_blocks(table[["blocks", "srcc"]], "b").axes[0].collections
+
+
+def test_comparison_table_carries_this_runs_interval():
+    best = {"label": "Pool-3FC [b]", "source": "s", "note": "n", "srcc": 0.6, "srcc_low": 0.45, "srcc_high": 0.72, "plcc": 0.5, "accuracy": 75.0}
+    table = report.comparison_table(best)
+    assert table.iloc[-1]["srcc_low"] == 0.45 and np.isnan(table.iloc[-1]["plcc_low"]) and table["srcc_low"].iloc[:-1].isna().all()

@@ -130,7 +130,13 @@ def block_channels(boundaries, last_blocks: int | None) -> tuple[slice | None, l
 
 
 def run_feature_row(row: Row, split: Split, features_dir, backbone: str, protocol: train.Protocol, seed: int, in_memory: bool = True, model_path: Path | None = None) -> dict:
-    """Train a head on stored features with the paper's protocol and evaluate it on the test set."""
+    """Train a head on stored features with the paper's protocol and evaluate it on the test set.
+
+    Besides the test metrics (mlsp.metrics.evaluate, intervals seeded by `seed`), the result holds
+    `validation_loss`: the MSE of the restored (best) weights on the validation images, predicted as
+    the test images are (mean over all stored views). Rows are chosen by it (`best_by_validation`),
+    not by the epoch minimum of training: that one sees one random view per image per epoch, so the
+    minimum over epochs is lower the noisier a row's validation is (the 8-view rows against "-aug")."""
     started = time.perf_counter()
     path = store_path(features_dir, backbone, row.mode, row.kind, row.augment)
     source, attrs = train.load_features(path, in_memory, image_ids=split.metadata["image_id"], rows=np.concatenate([split.train, split.validation, split.test]))
@@ -142,27 +148,39 @@ def run_feature_row(row: Row, split: Split, features_dir, backbone: str, protoco
     mos = split.mos
     result = train.fit(model, source, split.train, mos[split.train], split.validation, mos[split.validation], protocol, seed, channels=channels)
     predicted = train.predict(model, source, split.test, channels=channels)
+    validation_loss = float(np.mean((train.predict(model, source, split.validation, channels=channels) - mos[split.validation]) ** 2))
     if model_path is not None:
         model_path.parent.mkdir(parents=True, exist_ok=True)
         model.save(model_path)
         model_path.with_suffix(".json").write_text(json.dumps({"row": asdict(row), "backbone": backbone, "weights": weights, "protocol": asdict(protocol), "seed": seed}, indent=2))
     if isinstance(source, FeatureReader):
         source.close()
-    evaluation = metrics.evaluate(predicted, mos[split.test])
-    print(f"{row.label:<20} {backbone}: {result.epochs:3d} epochs in {time.perf_counter() - started:5.1f} s, test SRCC {evaluation['srcc']:.3f}", flush=True)
+    evaluation = metrics.evaluate(predicted, mos[split.test], seed=seed)
+    print(f"{row.label:<20} {backbone}: {result.epochs:3d} epochs in {time.perf_counter() - started:5.1f} s, validation MSE {validation_loss:.3f}, test SRCC {evaluation['srcc']:.3f}", flush=True)
     return {
         "label": row.label, "head": row.head, "backbone": backbone, "weights": weights,
         "parameters": int(model.count_params()), "epochs": result.epochs, "history": result.history,
-        "predicted": predicted, "true": mos[split.test], **evaluation,
+        "validation_loss": validation_loss, "predicted": predicted, "true": mos[split.test], **evaluation,
     }
 
 
+INTERVAL_METRICS = metrics.INTERVAL_METRICS
+ROW_METRICS = tuple(f"{name}{end}" for name in INTERVAL_METRICS for end in ("", "_low", "_high")) + ("majority_accuracy", "out_of_range", "validation_loss")
+
+
+def row_metrics(result: dict) -> dict:
+    """A row's metrics for tables and JSON: each of SRCC, PLCC, accuracy with its interval bounds
+    (`<name>_low`, `<name>_high`; NaN when the result has none), the majority baseline, how many
+    predictions fell outside the MOS range, and the validation loss (NaN for fine-tuned rows)."""
+    return {name: result.get(name, np.nan) for name in ROW_METRICS}
+
+
 def results_table(results: list[dict], paper: dict | None = None) -> pd.DataFrame:
-    """One line per row: SRCC, PLCC, accuracy, and the paper's values and the differences when known."""
+    """One line per row: SRCC, PLCC, accuracy, each beside its 95% interval, the out-of-range count,
+    the validation loss, and the paper's values and the differences when known."""
     lines = []
     for result in results:
-        line = {"row": result["label"], "backbone": result["backbone"], "weights": result["weights"], "epochs": result["epochs"],
-                "srcc": result["srcc"], "plcc": result["plcc"], "accuracy": result["accuracy"], "majority_accuracy": result["majority_accuracy"]}
+        line = {"row": result["label"], "backbone": result["backbone"], "weights": result["weights"], "epochs": result["epochs"], **row_metrics(result)}
         if paper is not None:
             published = paper.get(result["label"])
             for position, name in enumerate(("srcc", "plcc", "accuracy")):
@@ -173,9 +191,38 @@ def results_table(results: list[dict], paper: dict | None = None) -> pd.DataFram
 
 
 def metrics_tree(results: list[dict]) -> dict:
-    return {result["label"]: {name: result[name] for name in ("srcc", "plcc", "accuracy", "majority_accuracy")} for result in results}
+    """{row label: row_metrics}; NaN (no interval, no validation loss) becomes null in the JSON."""
+    return {result["label"]: row_metrics(result) for result in results}
+
+
+def best_by_validation(results: list[dict]) -> dict:
+    """The result with the lowest `validation_loss`: the row a user would pick without seeing the
+    test set. Picking by test SRCC would report the maximum of several noisy test numbers as if it
+    were one row's. Raises ValueError when no result has a finite validation loss."""
+    candidates = [result for result in results if np.isfinite(result.get("validation_loss", np.nan))]
+    if not candidates:
+        raise ValueError(f"none of {len(results)} results has a validation loss to choose by")
+    return min(candidates, key=lambda result: result["validation_loss"])
+
+
+def selection_record(best: dict) -> dict:
+    """What a result JSON says about a chosen row: which, by what criterion, and that value."""
+    return {"backbone": best["backbone"], "label": best["label"], "selected_by": "validation_loss", "validation_loss": float(best["validation_loss"]), "test_srcc": float(best["srcc"])}
 
 
 def predictions_table(result: dict, split: Split) -> pd.DataFrame:
     test = split.metadata.iloc[split.test]
     return pd.DataFrame({"image_id": test["image_id"].to_numpy(), "true_mos": result["true"], "predicted_mos": result["predicted"], "width": test["width"].to_numpy(), "height": test["height"].to_numpy()})
+
+
+def row_predictions(results: list[dict], split: Split, **columns) -> pd.DataFrame:
+    """Every row's test predictions in long format, one line per (row, test image): row, the given
+    constant `columns` (e.g. finetune="no"), backbone, image_id, true_mos, predicted_mos.
+    All results must come from `split` (one notebook's rows share its test images)."""
+    test_ids = split.metadata.iloc[split.test]["image_id"].to_numpy()
+    tables = []
+    for result in results:
+        if len(result["predicted"]) != len(test_ids):
+            raise ValueError(f"{result['label']}: {len(result['predicted'])} predictions for {len(test_ids)} test images of the split")
+        tables.append(pd.DataFrame({"row": result["label"], **columns, "backbone": result["backbone"], "image_id": test_ids, "true_mos": result["true"], "predicted_mos": result["predicted"]}))
+    return pd.concat(tables, ignore_index=True) if tables else pd.DataFrame(columns=["row", *columns, "backbone", "image_id", "true_mos", "predicted_mos"])

@@ -11,6 +11,7 @@ import pandas as pd
 
 from mlsp import paper
 from mlsp.paths import REPO_ROOT, RESULTS_DIR
+from mlsp.results import flatten
 
 
 def data_overview(metadata: pd.DataFrame, threshold: float = 5.0):
@@ -68,10 +69,15 @@ def training_curves(results: list[dict]):
 
 
 def srcc_against_blocks(table: pd.DataFrame, backbone: str):
+    """Fig. 7: test SRCC against the number of blocks (columns `blocks`, `srcc`), with the 95%
+    bootstrap band when the table has `srcc_low` and `srcc_high`."""
     figure, axis = plt.subplots(figsize=(6, 3.6))
-    axis.plot(table["blocks"], table["srcc"], marker="o")
+    if {"srcc_low", "srcc_high"} <= set(table.columns):
+        axis.fill_between(table["blocks"], table["srcc_low"], table["srcc_high"], alpha=0.2, label="95% bootstrap interval (test images)")
+    axis.plot(table["blocks"], table["srcc"], marker="o", label="test SRCC")
     axis.set(title=f"Single-3FC on the last k blocks ({backbone})", xlabel="k (blocks, counted from the last)", ylabel="test SRCC")
     axis.grid(alpha=0.3)
+    axis.legend(fontsize=8)
     figure.tight_layout()
     return figure
 
@@ -123,12 +129,16 @@ def prediction_scatter(predictions: pd.DataFrame, label: str):
     return figure
 
 
+INTERVAL_COLUMNS = [f"{name}{end}" for name in ("srcc", "plcc", "accuracy") for end in ("", "_low", "_high")]
+
+
 def comparison_table(best: dict | None) -> pd.DataFrame:
-    """Table 4 as published, with this run's best result as the last line."""
+    """Table 4 as published, with this run's best result as the last line. Its intervals (`<metric>_low`,
+    `<metric>_high` in `best`, when given) fill the interval columns; the published lines have none."""
     rows = [{"method": m, "source": s, "srcc": a, "plcc": b, "accuracy": c, "note": "retrained by Hosu et al." if r else "as reported"} for m, s, a, b, c, r in paper.TABLE4]
     if best is not None:
-        rows.append({"method": f"this run: {best['label']}", "source": best["source"], "srcc": best["srcc"], "plcc": best["plcc"], "accuracy": best["accuracy"], "note": best["note"]})
-    return pd.DataFrame(rows)
+        rows.append({"method": f"this run: {best['label']}", "source": best["source"], **{name: best.get(name, np.nan) for name in INTERVAL_COLUMNS}, "note": best["note"]})
+    return pd.DataFrame(rows, columns=["method", "source", *INTERVAL_COLUMNS, "note"]).astype({name: float for name in INTERVAL_COLUMNS})
 
 
 # ---- README results section -------------------------------------------------------------------
@@ -145,20 +155,51 @@ def _fmt(value, digits=3, unit=""):
     return "–" if value is None or (isinstance(value, float) and np.isnan(value)) else f"{value:.{digits}f}{unit}"
 
 
+def _with_interval(values: dict, name: str, digits=3, unit="") -> str:
+    """"0.649 [0.49, 0.77]" when the result has the metric's bootstrap interval, else "0.649"
+    (results written before intervals existed)."""
+    low, high = values.get(f"{name}_low"), values.get(f"{name}_high")
+    if low is None or high is None:
+        return _fmt(values[name], digits, unit)
+    return f"{_fmt(values[name], digits, unit)} [{_fmt(low, max(digits - 1, 1))}, {_fmt(high, max(digits - 1, 1))}]"
+
+
+def _has_intervals(*records) -> bool:
+    return any(name.endswith("_low") for record in records if record for name in flatten(record["metrics"]))
+
+
+def _signed(value) -> str:
+    return "–" if value is None else f"{value:+.3f}"
+
+
 def _rows(lines: list[str], measured: dict, published: dict) -> None:
     for label, values in measured.items():
-        ours = (values["srcc"], values["plcc"], values["accuracy"])
         theirs = published.get(label, (None, None, None))
-        lines.append(f"| {label} | {_fmt(ours[0])} | {_fmt(theirs[0])} | {_fmt(ours[1])} | {_fmt(theirs[1])} | {_fmt(ours[2], 1, '%')} | {_fmt(theirs[2], 1, '%')} |")
+        lines.append(
+            f"| {label} | {_with_interval(values, 'srcc')} | {_fmt(theirs[0])} | {_with_interval(values, 'plcc')} | {_fmt(theirs[1])} "
+            f"| {_with_interval(values, 'accuracy', 1, '%')} | {_fmt(theirs[2], 1, '%')} |"
+        )
+
+
+def _claims(lines: list[str], record: dict) -> None:
+    lines.append(
+        f"\n**The paper's claims, paired** (SRCC of a minus b on the test images both were tested on, with a paired "
+        f"{record.get('confidence', 0.95):.0%} bootstrap interval, {record.get('resamples', '?')} resamples; notebook 07)\n"
+    )
+    lines.append("| claim | a | b | difference | interval | images | verdict |\n|---|---|---|---|---|---|---|")
+    for line in record["metrics"].values():
+        lines.append(f"| {line['claim']} | {line['a']} | {line['b']} | {_signed(line['difference'])} | [{_signed(line['low'])}, {_signed(line['high'])}] | {line['images']} | {line['verdict']} |")
 
 
 def results_section(profile: str, results_root: Path = RESULTS_DIR) -> str:
     header = "| row | SRCC | paper | PLCC | paper | accuracy | paper |\n|---|---|---|---|---|---|---|"
     data = _load(profile, "data", results_root)
     lines = [f"Generated by `mlsp readme --profile {profile}` from `results/{profile}/`; do not edit by hand."]
+    table2, table3 = _load(profile, "table2", results_root), _load(profile, "table3", results_root)
+    if _has_intervals(table2, table3):
+        lines.append("Brackets: 95% percentile bootstrap intervals over the test images (paired resamples of predicted and true MOS).")
     if data:
         lines.append(f"\nData: {data['metrics']['images']} images ({data['metrics']['test_images']} test), {data['metrics']['unreadable']} unreadable; {data.get('data_note', '')}")
-    table2 = _load(profile, "table2", results_root)
     if table2:
         lines.append(f"\n**Table 2** (rescaled input; backbone `{table2['backbone']}`, weights `{table2['weights']}`; paper: Inception-v3)\n")
         lines.append(header)
@@ -166,7 +207,6 @@ def results_section(profile: str, results_root: Path = RESULTS_DIR) -> str:
             measured = {f"{label} [{'fine-tuned' if group == 'finetune' else 'features'}]": value for label, value in table2["metrics"].get(group, {}).items()}
             published = {f"{label} [{'fine-tuned' if group == 'finetune' else 'features'}]": value for label, value in paper.TABLE2[group].items()}
             _rows(lines, measured, published)
-    table3 = _load(profile, "table3", results_root)
     if table3:
         references = {backbone: paper.table3_reference(backbone) for backbone in table3["metrics"]}  # (paper backbone, its rows)
         note = "; ".join(f"paper columns for `{b}`: {reference}" for b, (reference, _) in references.items())
@@ -179,9 +219,12 @@ def results_section(profile: str, results_root: Path = RESULTS_DIR) -> str:
     if resolution:
         m = resolution["metrics"]
         lines.append(
-            f"\n**Resolution only**: SRCC(pixels, MOS) {_fmt(m['pixels_mos_srcc'])} (paper 0.188); "
-            f"11-9-7-2 network {_fmt(m['network_accuracy'], 2)}% vs majority {_fmt(m['majority_accuracy'], 2)}% (paper 72.40% vs 71.08%)."
+            f"\n**Resolution only**: SRCC(pixels, MOS) {_with_interval(m, 'pixels_mos_srcc')} (paper 0.188); "
+            f"11-9-7-2 network {_with_interval(m, 'network_accuracy', 2, '%')} vs majority {_fmt(m['majority_accuracy'], 2)}% (paper 72.40% vs 71.08%)."
         )
+    claims = _load(profile, "claims", results_root)
+    if claims and claims["metrics"]:
+        _claims(lines, claims)
     return "\n".join(lines)
 
 

@@ -8,12 +8,18 @@ from __future__ import annotations
 
 import keras
 import numpy as np
+import pandas as pd
 
 from mlsp import metrics
 
 
 def pixels_mos_srcc(metadata) -> float:
     return metrics.srcc(metadata["width"] * metadata["height"], metadata["mos"])
+
+
+def pixels_mos_interval(metadata, seed: int) -> tuple[float, float]:
+    """The 95% bootstrap interval of pixels_mos_srcc over the images of `metadata`."""
+    return metrics.interval("srcc", (metadata["width"] * metadata["height"]).to_numpy(), metadata["mos"].to_numpy(), seed=seed)
 
 
 def resolution_network() -> keras.Model:
@@ -40,13 +46,36 @@ def run(split, seed: int, epochs: int = 200, batch_size: int = 128, learning_rat
     )
     predicted_high = model.predict(sizes[split.test], verbose=0).argmax(axis=1)
     true_mos = table["mos"].to_numpy()[split.test]
+    (all_low, all_high), (test_low, test_high) = pixels_mos_interval(table, seed), pixels_mos_interval(table.iloc[split.test], seed)
+    accuracy_low, accuracy_high = metrics.interval(metrics.agreement_along, predicted_high, labels[split.test], seed=seed)
     return {
         "pixels_mos_srcc": pixels_mos_srcc(table),
+        "pixels_mos_srcc_low": all_low,
+        "pixels_mos_srcc_high": all_high,
         "pixels_mos_srcc_test": pixels_mos_srcc(table.iloc[split.test]),
+        "pixels_mos_srcc_test_low": test_low,
+        "pixels_mos_srcc_test_high": test_high,
         "network_accuracy": float(100 * np.mean(predicted_high == labels[split.test])),
+        "network_accuracy_low": accuracy_low,
+        "network_accuracy_high": accuracy_high,
         "majority_accuracy": metrics.majority_accuracy(true_mos),
         "epochs": len(history.history["loss"]),
         "history": {key: [float(v) for v in values] for key, values in history.history.items()},
         "model": model,
         "sizes_scale": table[["width", "height"]].to_numpy()[split.train].max(axis=0).tolist(),
     }
+
+
+SUMMARY = ("pixels_mos_srcc", "pixels_mos_srcc_test", "network_accuracy", "majority_accuracy")
+
+
+def summary(outcome: dict) -> dict:
+    """The metrics of `run` for the result JSON: SUMMARY, and each one's `_low`/`_high` where it has them."""
+    return {name: outcome[name] for base in SUMMARY for name in (base, f"{base}_low", f"{base}_high") if name in outcome}
+
+
+def summary_table(outcome: dict, published: dict) -> pd.DataFrame:
+    """One line per metric of SUMMARY: this run's value, its 95% interval (NaN where none), the paper's."""
+    return pd.DataFrame(
+        [{"metric": name, "this run": outcome[name], "low": outcome.get(f"{name}_low", np.nan), "high": outcome.get(f"{name}_high", np.nan), "paper (AVA)": published.get(name, np.nan)} for name in SUMMARY]
+    )
