@@ -142,9 +142,11 @@ def test_a_head_trains_on_koniq10k_metadata_and_scores_on_its_scale(koniq_run, t
     protocol = train.Protocol(batch_size=8, max_epochs=3)
     result = experiments.run_feature_row(row, split, tmp_path / "features", "efficientnet_lite0", protocol, seed=0)
     assert len(result["predicted"]) == len(split.test) and np.isfinite(result["srcc"])
-    scale = data.score_scale(metadata_csv.parent)
-    accuracy = metrics.accuracy(result["predicted"], result["true"], threshold=scale.accuracy_threshold)
-    assert 0 <= accuracy <= 100 and scale.accuracy_threshold == 3
+    assert split.scale == data.score_scale(metadata_csv.parent) == KONIQ and split.data_format == "koniq10k"
+    # the row's own metrics are on KonIQ's scale: accuracy at MOS 3, out_of_range outside 1-5
+    assert result["accuracy"] == metrics.accuracy(result["predicted"], result["true"], threshold=3)
+    assert result["majority_accuracy"] == metrics.majority_accuracy(result["true"], threshold=3)
+    assert result["out_of_range"] == metrics.out_of_range(result["predicted"], 1, 5)
 
 
 @pytest.mark.slow
@@ -328,6 +330,64 @@ def test_sources_must_fit_the_format():
         data.check_sources("koniq10k", False, "scores.csv", None)
     with pytest.raises(ValueError, match="generate_embedded writes the embedded set in AVA's layout"):
         data.check_sources("csv", True, "labels.csv", "images")
+
+
+def koniq_split(tmp_path, n: int = 20) -> experiments.Split:
+    """A KonIQ-10k-format metadata.csv (MOS 1-5, images in a subfolder, a path column) with its
+    metadata.json, read back as notebooks 02-05 read it."""
+    rng = np.random.default_rng(0)
+    names = [f"sub{index % 2}/k{index}.jpg" for index in range(n)]
+    metadata = pd.DataFrame({
+        "image_id": names, "n_votes": 100, "mos": np.round(rng.uniform(1.2, 4.8, n), 3), "mos_std": 0.5,
+        "width": rng.integers(300, 900, n), "height": rng.integers(300, 900, n),
+        "set": ["train"] * (n - 8) + ["validation"] * 2 + ["test"] * 6, "path": [f"data/koniq/{name}" for name in names],
+    })
+    metadata.to_csv(tmp_path / "metadata.csv", index=False)
+    data.write_description(tmp_path, "koniq10k", KONIQ, source="test")
+    return experiments.load_split(tmp_path / "metadata.csv")
+
+
+def test_a_koniq10k_split_evaluates_at_its_threshold_and_counts_out_of_range_on_its_scale(tmp_path):
+    split = koniq_split(tmp_path)
+    assert split.scale == KONIQ and split.data_format == "koniq10k"
+    true = split.mos[split.test]
+    predicted = np.array([2.9, 3.1, 5.4, 0.8, 4.0, 2.0])  # two outside 1-5, none outside AVA's 1-10 but 0.8
+    found = experiments.evaluate(predicted, split, seed=0)
+    assert found["accuracy"] == metrics.accuracy(predicted, true, threshold=3) and found["majority_accuracy"] == metrics.majority_accuracy(true, threshold=3)
+    assert found["out_of_range"] == 2 and metrics.evaluate(predicted, true, seed=0)["out_of_range"] == 1
+    assert (found["accuracy_low"], found["accuracy_high"]) == metrics.interval("accuracy", predicted, true, seed=0, threshold=3)
+    assert "koniq10k data: MOS on 1-5, accuracy at MOS > 3" in experiments.scale_sentence(split)
+    # the paper's numbers are AVA's: the columns stay, empty
+    result = {"label": "Single-3FC", "backbone": "b", "weights": "w", "epochs": 1, "predicted": predicted, "true": true, **found}
+    table = experiments.results_table([result], experiments.published_for(split, {"Single-3FC": (0.676, 0.682, 79.3)}))
+    assert table[["paper_srcc", "diff_srcc", "paper_accuracy"]].isna().all(axis=None)
+    assert experiments.published_for(experiments.Split(split.metadata, split.train, split.validation, split.test), {"a": 1}) == {"a": 1}  # AVA's
+    # predictions carry each image's file, so notebook 06 finds it in any layout
+    assert list(experiments.predictions_table(result, split)["path"]) == list(split.metadata["path"].iloc[split.test])
+    assert list(experiments.row_predictions([result], split)["path"]) == list(split.metadata["path"].iloc[split.test])
+
+
+def test_usable_split_keeps_the_scale_and_avas_stays_the_default(tmp_path):
+    split = koniq_split(tmp_path)
+    (tmp_path / "metadata.json").unlink()  # metadata from before metadata.json: AVA's
+    old = experiments.load_split(tmp_path / "metadata.csv")
+    assert old.scale == data.FORMAT_SCALES["ava"] and old.data_format == "ava" and data.data_format(tmp_path) == "ava"
+    restricted, _ = experiments.usable_split(tmp_path / "metadata.csv", [])
+    assert restricted.scale == data.FORMAT_SCALES["ava"]
+    data.write_description(tmp_path, "csv", data.ScoreScale(0, 100, 60), source="test")
+    restricted, _ = experiments.usable_split(tmp_path / "metadata.csv", [])
+    assert restricted.scale == data.ScoreScale(0, 100, 60) and restricted.data_format == "csv"
+    assert list(restricted.test) == list(split.test)
+
+
+def test_the_resolution_baseline_labels_high_quality_at_the_splits_threshold(tmp_path):
+    from mlsp import resolution
+
+    split = koniq_split(tmp_path, n=40)
+    outcome = resolution.run(split, seed=0, epochs=2)
+    true = split.mos[split.test]
+    assert outcome["majority_accuracy"] == metrics.majority_accuracy(true, threshold=3) != metrics.majority_accuracy(true)
+    assert resolution.summary_table(outcome, experiments.published_for(split, {"network_accuracy": 72.4}))["paper (AVA)"].isna().all()
 
 
 def test_the_data_figure_marks_the_threshold_and_survives_labels_without_votes():

@@ -1,4 +1,6 @@
 """End-to-end fine-tuning: crops and flips, batches, and one row trained and evaluated."""
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -74,6 +76,31 @@ def test_batches_from_paths_equal_batches_from_memory(tmp_path):
     from_memory = finetune.ImageBatches(in_memory, np.arange(3), lambda x: x, batch_size=3, seed=4)[0][0]
     from_disk = finetune.ImageBatches(np.array(paths), np.arange(3), lambda x: x, batch_size=3, seed=4)[0][0]
     np.testing.assert_array_equal(from_memory, from_disk)
+
+
+def test_fine_tuning_reads_a_csv_data_sets_images_from_their_paths(tmp_path):
+    """Notebook 02 feeds fine-tuning data.image_paths(split.metadata, ava_dir): the metadata's path
+    column, so images in subfolders of any layout are found, never AVA's images/<id>.jpg."""
+    from PIL import Image
+
+    from mlsp import data, labels
+
+    rng = np.random.default_rng(1)
+    names = ["holiday/beach.png", "holiday/dunes.png", "city/night/street.png", "city/roof.png", "k5.png"]
+    for name in names:
+        (tmp_path / "mine" / name).parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(rng.integers(0, 255, size=(120, 160, 3), dtype=np.uint8)).save(tmp_path / "mine" / name)
+    labels_file = tmp_path / "labels.csv"
+    labels_file.write_text("image,mos,set\n" + "".join(f"{name},{3 + index * 0.5},{'test' if index == 4 else 'train'}\n" for index, name in enumerate(names)))
+    metadata, unreadable, _, _ = labels.read_labelled("csv", labels_file, tmp_path / "mine", data.ScoreScale(1, 10, 5), seed=0, validation_fraction=0.25, progress=False)
+    assert unreadable.empty and "path" in metadata.columns
+    paths = [str(path) for path in data.image_paths(metadata, tmp_path / "no-ava-here")]  # as notebook 02 does
+    assert [Path(path).relative_to(tmp_path / "mine").as_posix() for path in paths] == list(metadata["image_id"])
+    in_memory = finetune.load_rescaled(paths)
+    from_memory = finetune.ImageBatches(in_memory, metadata["mos"], lambda x: x, batch_size=5, seed=2)[0]
+    from_disk = finetune.ImageBatches(np.array(paths), metadata["mos"], lambda x: x, batch_size=5, seed=2)[0]
+    np.testing.assert_array_equal(from_memory[0], from_disk[0])
+    np.testing.assert_array_equal(from_memory[1], from_disk[1])
 
 
 def _epochs_through_keras(batches, epochs: int):

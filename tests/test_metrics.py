@@ -106,6 +106,31 @@ def test_evaluate_gives_each_metric_its_interval_and_counts_out_of_range(scored)
     assert "srcc_low" not in metrics.evaluate(predicted, true, resamples=0)
 
 
+def test_evaluate_at_another_threshold_and_range_moves_accuracy_majority_and_out_of_range():
+    true = np.array([2.5, 3.5, 4.5, 4.0, 2.0, 3.2])
+    predicted = np.array([3.5, 3.4, 5.5, 3.9, 1.5, 0.5])
+    at_five = metrics.evaluate(predicted, true, resamples=0)  # AVA's default: every MOS is low, so is all but one prediction
+    assert at_five["accuracy"] == pytest.approx(100 * 5 / 6) and at_five["majority_accuracy"] == 100.0 and at_five["out_of_range"] == 1
+    at_three = metrics.evaluate(predicted, true, resamples=0, threshold=3, score_range=(1, 5))
+    # MOS > 3: true high = 3.5, 4.5, 4.0, 3.2; predicted high = 3.5, 3.4, 5.5, 3.9 -> wrong on 2.5 and 3.2
+    assert at_three["accuracy"] == pytest.approx(100 * 4 / 6) == metrics.accuracy(predicted, true, threshold=3)
+    assert at_three["majority_accuracy"] == pytest.approx(100 * 4 / 6)
+    assert at_three["out_of_range"] == 2  # 5.5 above 5, 0.5 below 1
+    assert at_three["srcc"] == at_five["srcc"] and at_three["plcc"] == at_five["plcc"]  # the scale moves no correlation
+
+
+def test_the_accuracy_interval_follows_the_threshold(scored):
+    predicted, true = scored
+    found = metrics.evaluate(predicted, true, resamples=250, seed=11, threshold=4.0)
+    reference = _reference_interval(lambda p, t: 100 * np.mean((p > 4) == (t > 4)), predicted, true, 250, 11)
+    assert (found["accuracy_low"], found["accuracy_high"]) == pytest.approx(tuple(reference), abs=1e-12)
+    assert (found["accuracy_low"], found["accuracy_high"]) == metrics.interval("accuracy", predicted, true, 250, 11, threshold=4.0)
+    assert found["accuracy"] == metrics.accuracy(predicted, true, 4.0) != metrics.accuracy(predicted, true)
+    at_five = metrics.evaluate(predicted, true, resamples=250, seed=11)  # the default is AVA's, as before
+    assert (at_five["accuracy_low"], at_five["accuracy_high"]) == metrics.interval("accuracy", predicted, true, 250, 11)
+    assert (at_five["srcc_low"], at_five["srcc_high"]) == (found["srcc_low"], found["srcc_high"])  # same draws
+
+
 def test_paired_difference_is_the_bootstrap_of_the_difference_on_shared_resamples(scored):
     predicted, true = scored
     other = np.round(true + np.random.default_rng(9).normal(0, 2.0, size=60), 1)

@@ -74,3 +74,29 @@ def test_comparison_table_carries_this_runs_interval():
     best = {"label": "Pool-3FC [b]", "source": "s", "note": "n", "srcc": 0.6, "srcc_low": 0.45, "srcc_high": 0.72, "plcc": 0.5, "accuracy": 75.0}
     table = report.comparison_table(best)
     assert table.iloc[-1]["srcc_low"] == 0.45 and np.isnan(table.iloc[-1]["plcc_low"]) and table["srcc_low"].iloc[:-1].isna().all()
+
+
+def test_failure_grid_finds_images_by_the_path_column_or_avas_layout(tmp_path):
+    from PIL import Image
+
+    for relative in ("mine/holiday/beach.png", "ava/images/123.jpg"):
+        (tmp_path / relative).parent.mkdir(parents=True, exist_ok=True)
+        Image.new("RGB", (40, 30), (200, 10, 10)).save(tmp_path / relative)
+    with_path = pd.DataFrame({"image_id": ["holiday/beach.png"], "predicted_mos": [3.1], "true_mos": [3.5], "path": [str(tmp_path / "mine/holiday/beach.png")]})
+    figure = report.failure_grid(with_path, tmp_path / "no-ava-here", "t")  # any layout: the path column
+    assert figure.axes[0].images[0].get_array().shape == (30, 40, 3) and figure.axes[0].get_title() == "3.10 (3.50)"
+    older = pd.DataFrame({"image_id": ["123"], "predicted_mos": [6.0], "true_mos": [7.0]})  # tables from before the path column
+    assert report.failure_grid(older, tmp_path / "ava", "t").axes[0].images[0].get_array().shape == (30, 40, 3)
+
+
+def test_section_leaves_the_paper_columns_empty_for_other_data_sets(tmp_path):
+    results = tmp_path / "results"
+    counts = {"images": 30, "test_images": 6, "unreadable": 0, "score_min": 1.0, "score_max": 5.0, "accuracy_threshold": 3.0}
+    _write(results, "data", counts, data_format="koniq10k", data_note="koniq10k labels x")
+    _write(results, "table2", {"features": {"Single-3FC": {"srcc": 0.6491, "plcc": 0.638, "accuracy": 80.77}}, "finetune": {}}, backbone="b", weights="w")
+    _write(results, "resolution", {"pixels_mos_srcc": 0.5, "network_accuracy": 70.0, "majority_accuracy": 60.0})
+    text = report.results_section("p", results)
+    assert "| Single-3FC [features] | 0.649 | – | 0.638 | – | 80.8% | – |" in text
+    assert "MOS on 1-5, accuracy at MOS > 3; paper columns left empty" in text and "paper 0.188" not in text
+    _write(results, "data", {**counts, "score_max": 10.0, "accuracy_threshold": 5.0}, data_format="ava")
+    assert "| Single-3FC [features] | 0.649 | 0.676 |" in report.results_section("p", results) and "paper 0.188" in report.results_section("p", results)

@@ -534,6 +534,11 @@ class ScoreScale:
     def as_dict(self) -> dict[str, float]:
         return {"score_min": float(self.score_min), "score_max": float(self.score_max), "accuracy_threshold": float(self.accuracy_threshold)}
 
+    @property
+    def score_range(self) -> tuple[float, float]:
+        """(score_min, score_max): what mlsp.metrics.evaluate counts predictions outside of."""
+        return float(self.score_min), float(self.score_max)
+
     def describe(self) -> str:
         return f"MOS on {self.score_min:g}-{self.score_max:g}, accuracy at MOS > {self.accuracy_threshold:g}"
 
@@ -615,3 +620,16 @@ def score_scale(work_dir) -> ScoreScale:
         raise ValueError(f"{path}: no {error.args[0]}; rerun notebook 00_data") from None
     except ValueError as error:
         raise ValueError(f"{path}: {error}") from None
+
+
+def data_format(work_dir) -> str:
+    """The format notebook 00 read the metadata in `work_dir` from (metadata.json's data_format):
+    "ava", "koniq10k" or "csv". Metadata written before metadata.json existed is AVA's. The paper's
+    numbers are AVA's: later notebooks set them beside a run only when this is "ava"."""
+    path = Path(work_dir) / DESCRIPTION_FILE
+    if not path.exists():
+        return "ava"
+    found = json.loads(path.read_text()).get("data_format", "ava")
+    if found not in FORMATS:
+        raise ValueError(f"{path}: data_format {found!r} is none of {', '.join(FORMATS)}; rerun notebook 00_data")
+    return found

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import keras
@@ -12,6 +12,7 @@ import numpy as np
 import pandas as pd
 
 from mlsp import heads, metrics, train
+from mlsp import data
 from mlsp.data import read_metadata
 from mlsp.store import FeatureReader, store_path
 
@@ -50,10 +51,15 @@ TABLE3_ROWS = [
 
 @dataclass
 class Split:
+    """The metadata and the row positions of each set; `scale` (MOS range, accuracy threshold) and
+    `data_format` as notebook 00 recorded them in metadata.json (AVA's when absent)."""
+
     metadata: pd.DataFrame
     train: np.ndarray
     validation: np.ndarray
     test: np.ndarray
+    scale: data.ScoreScale = data.FORMAT_SCALES["ava"]
+    data_format: str = "ava"
 
     @property
     def mos(self) -> np.ndarray:
@@ -66,12 +72,20 @@ class Split:
 
 
 def load_split(metadata_csv) -> Split:
+    """The split of notebook 00's metadata CSV, with the score scale and format of metadata.json beside it."""
     metadata = read_metadata(metadata_csv)
     rows = {name: np.flatnonzero(metadata["set"].to_numpy() == name) for name in ("train", "validation", "test")}
     for name, found in rows.items():
         if len(found) == 0:
             raise ValueError(f"{metadata_csv}: the {name} set is empty; use more images")
-    return Split(metadata, rows["train"], rows["validation"], rows["test"])
+    work_dir = Path(metadata_csv).parent
+    return Split(metadata, rows["train"], rows["validation"], rows["test"], data.score_scale(work_dir), data.data_format(work_dir))
+
+
+def evaluate(predicted, split: Split, seed: int) -> dict:
+    """mlsp.metrics.evaluate of test predictions on the split's scale: accuracy at its threshold,
+    out_of_range against its score range; intervals drawn from `seed`."""
+    return metrics.evaluate(predicted, split.mos[split.test], seed=seed, threshold=split.scale.accuracy_threshold, score_range=split.scale.score_range)
 
 
 def row_stores(rows: list[Row], features_dir, backbones: list[str]) -> list[Path]:
@@ -103,7 +117,7 @@ def usable_split(metadata_csv, stores: list[Path]) -> tuple[Split, pd.DataFrame]
             left_out.append({"image_id": image_id, "store": str(Path(path).relative_to(Path(path).parents[1])), "reason": reason})
     table = pd.DataFrame(left_out, columns=["image_id", "store", "reason"])
     table.insert(1, "set", table["image_id"].map(dict(zip(ids, split.metadata["set"]))))
-    restricted = Split(split.metadata, *(rows[usable[rows]] for rows in (split.train, split.validation, split.test)))
+    restricted = replace(split, **{name: rows[usable[rows]] for name, rows in (("train", split.train), ("validation", split.validation), ("test", split.test))})
     for name in ("train", "validation", "test"):
         if len(getattr(restricted, name)) == 0:
             raise ValueError(f"{metadata_csv}: no {name} image has features in every store ({len(getattr(split, name))} listed, all failed extraction; see the stores' .failures.csv)")
@@ -155,7 +169,7 @@ def run_feature_row(row: Row, split: Split, features_dir, backbone: str, protoco
         model_path.with_suffix(".json").write_text(json.dumps({"row": asdict(row), "backbone": backbone, "weights": weights, "protocol": asdict(protocol), "seed": seed}, indent=2))
     if isinstance(source, FeatureReader):
         source.close()
-    evaluation = metrics.evaluate(predicted, mos[split.test], seed=seed)
+    evaluation = evaluate(predicted, split, seed)
     print(f"{row.label:<20} {backbone}: {result.epochs:3d} epochs in {time.perf_counter() - started:5.1f} s, validation MSE {validation_loss:.3f}, test SRCC {evaluation['srcc']:.3f}", flush=True)
     return {
         "label": row.label, "head": row.head, "backbone": backbone, "weights": weights,
@@ -173,6 +187,18 @@ def row_metrics(result: dict) -> dict:
     (`<name>_low`, `<name>_high`; NaN when the result has none), the majority baseline, how many
     predictions fell outside the MOS range, and the validation loss (NaN for fine-tuned rows)."""
     return {name: result.get(name, np.nan) for name in ROW_METRICS}
+
+
+def scale_sentence(split: Split) -> str:
+    """One line for a notebook: the data set's format and the scale its metrics use."""
+    others = "" if split.data_format == "ava" else "; the paper columns stay empty (the paper's numbers are AVA's)"
+    return f"{split.data_format} data: {split.scale.describe()} (out_of_range counts predictions outside {split.scale.score_min:g}-{split.scale.score_max:g}){others}"
+
+
+def published_for(split: Split, published: dict) -> dict:
+    """The paper's values for a table's rows when the split is AVA's; {} otherwise, so that the
+    paper and diff columns stay in the table, empty (NaN): the paper's numbers are AVA's."""
+    return published if split.data_format == "ava" else {}
 
 
 def results_table(results: list[dict], paper: dict | None = None) -> pd.DataFrame:
@@ -210,19 +236,28 @@ def selection_record(best: dict) -> dict:
     return {"backbone": best["backbone"], "label": best["label"], "selected_by": "validation_loss", "validation_loss": float(best["validation_loss"]), "test_srcc": float(best["srcc"])}
 
 
+def _test_paths(split: Split) -> dict:
+    """{"path": the test images' files, as the metadata writes them} when the metadata has a path
+    column (notebook 00 writes one), else {} (older metadata: AVA's layout, mlsp.data.image_paths)."""
+    return {"path": split.metadata.iloc[split.test]["path"].to_numpy()} if "path" in split.metadata.columns else {}
+
+
 def predictions_table(result: dict, split: Split) -> pd.DataFrame:
+    """One row's test predictions: image_id, true_mos, predicted_mos, width, height, and path when the
+    metadata has it (notebook 06 finds the images by it, whatever the data set's layout)."""
     test = split.metadata.iloc[split.test]
-    return pd.DataFrame({"image_id": test["image_id"].to_numpy(), "true_mos": result["true"], "predicted_mos": result["predicted"], "width": test["width"].to_numpy(), "height": test["height"].to_numpy()})
+    return pd.DataFrame({"image_id": test["image_id"].to_numpy(), "true_mos": result["true"], "predicted_mos": result["predicted"], "width": test["width"].to_numpy(), "height": test["height"].to_numpy(), **_test_paths(split)})
 
 
 def row_predictions(results: list[dict], split: Split, **columns) -> pd.DataFrame:
     """Every row's test predictions in long format, one line per (row, test image): row, the given
-    constant `columns` (e.g. finetune="no"), backbone, image_id, true_mos, predicted_mos.
-    All results must come from `split` (one notebook's rows share its test images)."""
+    constant `columns` (e.g. finetune="no"), backbone, image_id, true_mos, predicted_mos, and path
+    when the metadata has it. All results must come from `split` (one notebook's rows share its test images)."""
     test_ids = split.metadata.iloc[split.test]["image_id"].to_numpy()
+    paths = _test_paths(split)
     tables = []
     for result in results:
         if len(result["predicted"]) != len(test_ids):
             raise ValueError(f"{result['label']}: {len(result['predicted'])} predictions for {len(test_ids)} test images of the split")
-        tables.append(pd.DataFrame({"row": result["label"], **columns, "backbone": result["backbone"], "image_id": test_ids, "true_mos": result["true"], "predicted_mos": result["predicted"]}))
-    return pd.concat(tables, ignore_index=True) if tables else pd.DataFrame(columns=["row", *columns, "backbone", "image_id", "true_mos", "predicted_mos"])
+        tables.append(pd.DataFrame({"row": result["label"], **columns, "backbone": result["backbone"], "image_id": test_ids, "true_mos": result["true"], "predicted_mos": result["predicted"], **paths}))
+    return pd.concat(tables, ignore_index=True) if tables else pd.DataFrame(columns=["row", *columns, "backbone", "image_id", "true_mos", "predicted_mos", *paths])

@@ -94,7 +94,10 @@ def rescaled(images: np.ndarray, index: int, apply_exif_orientation: bool = Fals
 
 
 def run_finetune_row(row, backbone_loader, images: np.ndarray, split, protocol: train.Protocol, seed: int, test_crops: int = 20, apply_exif_orientation: bool = False) -> dict:
-    """Fine-tune a fresh backbone + head (backbone_loader() gives the pretrained backbone)."""
+    """Fine-tune a fresh backbone + head (backbone_loader() gives the pretrained backbone).
+
+    images: the rescaled images or their paths (mlsp.data.image_paths of split.metadata), indexed as
+    the metadata's rows; split: an experiments.Split, whose scale sets the accuracy threshold."""
     keras.utils.set_random_seed(seed)
     started = time.perf_counter()
     backbone = backbone_loader()
@@ -114,7 +117,8 @@ def run_finetune_row(row, backbone_loader, images: np.ndarray, split, protocol: 
         predicted[position] = float(np.mean(model.predict_on_batch(backbone.preprocess(batch))))
     record = {key: [float(v) for v in values] for key, values in history.history.items()}
     record["learning_rate"] = schedule.learning_rates
-    evaluation = metrics.evaluate(predicted, mos[split.test], seed=seed)  # intervals drawn from the run's seed
+    # accuracy at the data set's threshold, out_of_range on its scale; intervals drawn from the run's seed
+    evaluation = metrics.evaluate(predicted, mos[split.test], seed=seed, threshold=split.scale.accuracy_threshold, score_range=split.scale.score_range)
     print(f"{row.label:<20} fine-tuned {backbone.name}: {len(record['loss'])} epochs in {time.perf_counter() - started:5.1f} s, test SRCC {evaluation['srcc']:.3f}", flush=True)
     return {
         "label": row.label, "head": row.head, "backbone": backbone.name, "weights": str(backbone.weights),

@@ -1,5 +1,6 @@
 """The paper's metrics on predicted vs true MOS: SRCC, PLCC and binary accuracy at MOS 5, each with a
-95% bootstrap confidence interval over the test images.
+95% bootstrap confidence interval over the test images. Another data set's scale moves the threshold
+and the range `out_of_range` counts against (`evaluate`'s threshold and score_range; AVA's by default).
 
 Intervals: scipy.stats.bootstrap, paired (an image's predicted and true MOS are resampled together),
 RESAMPLES resamples drawn from the run's seed, percentile method. Percentile rather than BCa: BCa's
@@ -15,7 +16,7 @@ from typing import Callable
 import numpy as np
 from scipy import stats
 
-THRESHOLD = 5.0
+THRESHOLD = 5.0  # AVA's (the paper's); other data sets state theirs (mlsp.data.ScoreScale)
 MOS_RANGE = (1.0, 10.0)  # AVA's rating scale: a prediction outside it is counted, never clipped
 RESAMPLES = 1000  # SRCC, PLCC and accuracy intervals of a row: ~0.04 s at 78 test images, 3-6 s at AVA's 20,000
 CONFIDENCE = 0.95
@@ -116,12 +117,12 @@ def _bootstrap(data: tuple, statistic: Callable, resamples: int, seed: int, conf
     return float(result.confidence_interval.low), float(result.confidence_interval.high)
 
 
-def interval(metric: str | Callable, predicted, true, resamples: int = RESAMPLES, seed: int = 0, confidence: float = CONFIDENCE) -> tuple[float, float]:
+def interval(metric: str | Callable, predicted, true, resamples: int = RESAMPLES, seed: int = 0, confidence: float = CONFIDENCE, threshold: float = THRESHOLD) -> tuple[float, float]:
     """The percentile bootstrap interval (low, high) of a metric over images: `resamples` resamples
     of the (predicted, true) pairs with replacement, drawn from numpy's default_rng(seed).
 
-    metric: "srcc", "plcc", "accuracy" (percent, as `accuracy`), or a function f(predicted, true,
-    axis=-1) computing the metric along the last axis of arrays [resamples, images].
+    metric: "srcc", "plcc", "accuracy" (percent, as `accuracy` at `threshold`), or a function
+    f(predicted, true, axis=-1) computing the metric along the last axis of arrays [resamples, images].
     predicted, true: 1-D, one value per image, same length >= 2.
     Returns NaN bounds when resamples are degenerate (e.g. constant predictions give no SRCC).
     Raises ValueError for an unknown metric name, mismatched lengths, fewer than 2 images,
@@ -132,7 +133,7 @@ def interval(metric: str | Callable, predicted, true, resamples: int = RESAMPLES
     if metric == "srcc":
         (p, n_p), (t, n_t) = dense_ranks(predicted), dense_ranks(true)
         return _bootstrap((p, t), _spearman_of_positions(n_p, n_t), resamples, seed, confidence)
-    functions = {"plcc": pearson_along, "accuracy": accuracy_along}
+    functions = {"plcc": pearson_along, "accuracy": lambda p, t, axis=-1: accuracy_along(p, t, axis, threshold)}
     if isinstance(metric, str) and metric not in functions:
         raise ValueError(f"unknown metric {metric!r}: one of srcc, plcc, accuracy, or a function")
     return _bootstrap((predicted, true), functions.get(metric, metric), resamples, seed, confidence)
@@ -158,17 +159,18 @@ def paired_difference(predicted_a, predicted_b, true, resamples: int = RESAMPLES
     return srcc(a, true) - srcc(b, true), low, high
 
 
-def evaluate(predicted, true, resamples: int = RESAMPLES, seed: int = 0, confidence: float = CONFIDENCE) -> dict:
-    """SRCC, PLCC, accuracy (percent), each with `<name>_low` and `<name>_high` (its bootstrap
-    interval; left out when resamples=0, NaN for fewer than 2 images), the majority baseline, and
-    `out_of_range`: how many predictions fall outside MOS_RANGE (counted, not clipped: the metrics use
-    them as predicted). predicted, true: 1-D MOS, one per test image."""
-    values = {"srcc": srcc(predicted, true), "plcc": plcc(predicted, true), "accuracy": accuracy(predicted, true)}
+def evaluate(predicted, true, resamples: int = RESAMPLES, seed: int = 0, confidence: float = CONFIDENCE, threshold: float = THRESHOLD, score_range: tuple[float, float] = MOS_RANGE) -> dict:
+    """SRCC, PLCC, accuracy (percent, MOS > threshold), each with `<name>_low` and `<name>_high` (its
+    bootstrap interval; left out when resamples=0, NaN for fewer than 2 images), the majority baseline
+    at the same threshold, and `out_of_range`: how many predictions fall outside score_range (counted,
+    not clipped: the metrics use them as predicted). predicted, true: 1-D MOS, one per test image.
+    threshold, score_range: the data set's scale (mlsp.data.ScoreScale); AVA's 5 and 1-10 by default."""
+    values = {"srcc": srcc(predicted, true), "plcc": plcc(predicted, true), "accuracy": accuracy(predicted, true, threshold)}
     found = {}
     for name, value in values.items():
         found[name] = value
         if resamples:
-            found[f"{name}_low"], found[f"{name}_high"] = interval(name, predicted, true, resamples, seed, confidence) if len(np.atleast_1d(true)) >= 2 else (np.nan, np.nan)
-    found["majority_accuracy"] = majority_accuracy(true)
-    found["out_of_range"] = out_of_range(predicted)
+            found[f"{name}_low"], found[f"{name}_high"] = interval(name, predicted, true, resamples, seed, confidence, threshold) if len(np.atleast_1d(true)) >= 2 else (np.nan, np.nan)
+    found["majority_accuracy"] = majority_accuracy(true, threshold)
+    found["out_of_range"] = out_of_range(predicted, *score_range)
     return found

@@ -105,11 +105,13 @@ def image_grid(images: list[np.ndarray], captions: list[str], title: str, column
 
 
 def failure_grid(selection: pd.DataFrame, ava_dir, title: str):
-    """Figs. 8-9: the selected images, each captioned "predicted (true)"."""
-    from mlsp.data import image_path
+    """Figs. 8-9: the selected images, each captioned "predicted (true)". Each image is found by the
+    selection's path column (any data set's layout), or under ava_dir in AVA's layout for prediction
+    tables written before that column existed (mlsp.data.image_paths)."""
+    from mlsp.data import image_paths
     from mlsp.images import load_rgb
 
-    images = [load_rgb(image_path(ava_dir, image_id)) for image_id in selection["image_id"]]
+    images = [load_rgb(path) for path in image_paths(selection, ava_dir)]
     captions = [f"{p:.2f} ({t:.2f})" for p, t in zip(selection["predicted_mos"], selection["true_mos"])]
     return image_grid(images, captions, title)
 
@@ -198,14 +200,16 @@ def results_section(profile: str, results_root: Path = RESULTS_DIR) -> str:
     table2, table3 = _load(profile, "table2", results_root), _load(profile, "table3", results_root)
     if _has_intervals(table2, table3):
         lines.append("Brackets: 95% percentile bootstrap intervals over the test images (paired resamples of predicted and true MOS).")
+    ava = not data or data.get("data_format", "ava") == "ava"  # the paper's numbers are AVA's: beside other data, none
     if data:
-        lines.append(f"\nData: {data['metrics']['images']} images ({data['metrics']['test_images']} test), {data['metrics']['unreadable']} unreadable; {data.get('data_note', '')}")
+        scale = "" if ava else f"; MOS on {data['metrics']['score_min']:g}-{data['metrics']['score_max']:g}, accuracy at MOS > {data['metrics']['accuracy_threshold']:g}; paper columns left empty (the paper's numbers are AVA's)"
+        lines.append(f"\nData: {data['metrics']['images']} images ({data['metrics']['test_images']} test), {data['metrics']['unreadable']} unreadable; {data.get('data_note', '')}{scale}")
     if table2:
         lines.append(f"\n**Table 2** (rescaled input; backbone `{table2['backbone']}`, weights `{table2['weights']}`; paper: Inception-v3)\n")
         lines.append(header)
         for group in ("features", "finetune"):
             measured = {f"{label} [{'fine-tuned' if group == 'finetune' else 'features'}]": value for label, value in table2["metrics"].get(group, {}).items()}
-            published = {f"{label} [{'fine-tuned' if group == 'finetune' else 'features'}]": value for label, value in paper.TABLE2[group].items()}
+            published = {f"{label} [{'fine-tuned' if group == 'finetune' else 'features'}]": value for label, value in paper.TABLE2[group].items() if ava}
             _rows(lines, measured, published)
     if table3:
         references = {backbone: paper.table3_reference(backbone) for backbone in table3["metrics"]}  # (paper backbone, its rows)
@@ -213,14 +217,14 @@ def results_section(profile: str, results_root: Path = RESULTS_DIR) -> str:
         lines.append(f"\n**Table 3** (original resolution; weights `{table3['weights']}`; {note})\n")
         lines.append(header)
         for backbone, measured in table3["metrics"].items():
-            published = references[backbone][1]
+            published = references[backbone][1] if ava else {}
             _rows(lines, {f"{label} [{backbone}]": value for label, value in measured.items()}, {f"{label} [{backbone}]": value for label, value in published.items()})
     resolution = _load(profile, "resolution", results_root)
     if resolution:
         m = resolution["metrics"]
         lines.append(
-            f"\n**Resolution only**: SRCC(pixels, MOS) {_with_interval(m, 'pixels_mos_srcc')} (paper 0.188); "
-            f"11-9-7-2 network {_with_interval(m, 'network_accuracy', 2, '%')} vs majority {_fmt(m['majority_accuracy'], 2)}% (paper 72.40% vs 71.08%)."
+            f"\n**Resolution only**: SRCC(pixels, MOS) {_with_interval(m, 'pixels_mos_srcc')}{' (paper 0.188)' if ava else ''}; "
+            f"11-9-7-2 network {_with_interval(m, 'network_accuracy', 2, '%')} vs majority {_fmt(m['majority_accuracy'], 2)}%{' (paper 72.40% vs 71.08%)' if ava else ''}."
         )
     claims = _load(profile, "claims", results_root)
     if claims and claims["metrics"]:

@@ -32,11 +32,14 @@ def resolution_network() -> keras.Model:
 
 
 def run(split, seed: int, epochs: int = 200, batch_size: int = 128, learning_rate: float = 1e-3) -> dict:
+    """Both measurements on an experiments.Split: "high" means MOS above the split's accuracy
+    threshold (AVA's 5, as in the paper, unless notebook 00 recorded another scale)."""
     keras.utils.set_random_seed(seed)
+    threshold = split.scale.accuracy_threshold
     table = split.metadata
     sizes = table[["width", "height"]].to_numpy(dtype=np.float32)
     sizes = sizes / sizes[split.train].max(axis=0)  # each divided by its maximum (over training images)
-    labels = (table["mos"].to_numpy() > metrics.THRESHOLD).astype(np.int64)
+    labels = (table["mos"].to_numpy() > threshold).astype(np.int64)
     model = resolution_network()
     model.compile(optimizer=keras.optimizers.Adam(learning_rate), loss="sparse_categorical_crossentropy", metrics=["accuracy"])
     history = model.fit(
@@ -58,7 +61,7 @@ def run(split, seed: int, epochs: int = 200, batch_size: int = 128, learning_rat
         "network_accuracy": float(100 * np.mean(predicted_high == labels[split.test])),
         "network_accuracy_low": accuracy_low,
         "network_accuracy_high": accuracy_high,
-        "majority_accuracy": metrics.majority_accuracy(true_mos),
+        "majority_accuracy": metrics.majority_accuracy(true_mos, threshold),
         "epochs": len(history.history["loss"]),
         "history": {key: [float(v) for v in values] for key, values in history.history.items()},
         "model": model,
