@@ -11,6 +11,10 @@ if _backend != "tensorflow":
         f"KERAS_BACKEND={_backend!r}: the MLSP kit needs the TensorFlow backend "
         "(area resizing and the feature pipeline use TensorFlow ops). Unset KERAS_BACKEND."
     )
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # before TensorFlow's first import: no C++ start-up chatter
+
+from mlsp import quiet as _quiet  # noqa: E402
+
+_quiet.install_log_filter()  # Keras' per-model tracing is not retracing (mlsp.quiet)
 
 __version__ = "0.1.0"

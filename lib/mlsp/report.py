@@ -2,10 +2,12 @@
 from __future__ import annotations
 
 import json
+import math
 import re
 from pathlib import Path
 
 import matplotlib.pyplot as plt
+from matplotlib.ticker import FuncFormatter
 import numpy as np
 import pandas as pd
 
@@ -54,17 +56,72 @@ def activation_blocks(image: np.ndarray, activations: dict[str, np.ndarray]):
     return figure
 
 
-def training_curves(results: list[dict]):
-    figure, axes = plt.subplots(1, 2, figsize=(12, 3.6))
-    for result in results:
+def _plain_tick(value: float, position=None, digits=None) -> str:
+    """A log axis' tick as a plain number ("0.3"); with `digits`, only ticks whose leading digit is
+    one of them are labelled (minor ticks: 2, 3, 5 of each decade, not all eight)."""
+    if value <= 0:
+        return ""
+    leading = round(value / 10 ** math.floor(math.log10(value) + 1e-9))
+    return f"{value:g}" if digits is None or leading in digits else ""
+
+
+CURVE_COLOURS = {"train": "tab:blue", "validation": "tab:orange", "drop": "0.45"}
+
+
+def training_curves(results: list[dict] | dict[str, list[dict]], columns: int = 4):
+    """Small multiples, one panel per trained row: training and validation MSE per epoch (log
+    scale, one y scale for all panels so rows compare), and a dotted line where the learning rate
+    dropped (the protocol reloads the best weights there, which explains jumps). One legend.
+
+    `results`: row results, each with `label` and `history` = {"loss", "val_loss", "learning_rate"}
+    (lists, one value per epoch; the rate is the one each epoch trained at), optionally `backbone`;
+    or {group: row results}, e.g. {"features": [...], "fine-tuned": [...]}, titled "label · group"
+    and sharing the epoch axis within a group only (fine-tuning runs far fewer epochs).
+    Panel titles name the backbone too when the rows come from several. Returns the figure."""
+    groups = results if isinstance(results, dict) else {"": list(results)}
+    panels = [(group, result) for group, rows in groups.items() for result in rows]
+    if not panels:
+        figure, axis = plt.subplots(figsize=(4, 1.5))
+        axis.text(0.5, 0.5, "no rows trained", ha="center", va="center")
+        axis.axis("off")
+        return figure
+    several_backbones = len({result.get("backbone") for _, result in panels}) > 1
+    columns = max(1, min(columns, len(panels)))
+    rows = math.ceil(len(panels) / columns)
+    figure, axes = plt.subplots(rows, columns, figsize=(3.3 * columns, 2.4 * rows + 0.6), sharey=True, squeeze=False)
+    first_of_group = {}
+    for index, (axis, (group, result)) in enumerate(zip(axes.ravel(), panels)):
         history = result["history"]
-        line = axes[0].plot(history["loss"], label=f"{result['label']} train")[0]
-        axes[0].plot(history["val_loss"], linestyle="--", color=line.get_color(), label=f"{result['label']} validation")
-        axes[1].plot(history["learning_rate"], color=line.get_color(), label=result["label"])
-    axes[0].set(title="MSE loss per epoch", xlabel="epoch", yscale="log")
-    axes[1].set(title="learning rate", xlabel="epoch", yscale="log")
-    axes[0].legend(fontsize=7, ncol=2)
-    figure.tight_layout()
+        epochs = np.arange(1, len(history["loss"]) + 1)
+        axis.plot(epochs, history["loss"], color=CURVE_COLOURS["train"], linewidth=1.2)
+        axis.plot(epochs[: len(history["val_loss"])], history["val_loss"], color=CURVE_COLOURS["validation"], linewidth=1.2)
+        rates = np.asarray(history.get("learning_rate", []), dtype=float)
+        for drop in np.flatnonzero(rates[1:] < rates[:-1]) + 1:  # epoch drop + 1 (1-based) is the first at the lower rate
+            axis.axvline(drop + 0.5, color=CURVE_COLOURS["drop"], linestyle=":", linewidth=1)
+        title = " · ".join(part for part in (result["label"], result.get("backbone") if several_backbones else None, group) if part)
+        axis.set_title(title, fontsize=9)
+        axis.set_yscale("log")
+        axis.yaxis.set_major_formatter(FuncFormatter(_plain_tick))  # "0.3", not "3 x 10^-1"
+        axis.yaxis.set_minor_formatter(FuncFormatter(lambda value, position: _plain_tick(value, position, (2, 3, 5))))
+        axis.grid(alpha=0.3, which="both", linewidth=0.5)
+        axis.tick_params(labelsize=7)
+        if group in first_of_group:
+            axis.sharex(first_of_group[group])
+        else:
+            first_of_group[group] = axis
+        if index % columns == 0:
+            axis.set_ylabel("MSE", fontsize=8)
+        if index + columns >= len(panels):  # nothing below it: the bottom panel of its column
+            axis.set_xlabel("epoch", fontsize=8)
+    for axis in axes.ravel()[len(panels):]:
+        axis.set_visible(False)
+    handles = [
+        plt.Line2D([], [], color=CURVE_COLOURS["train"], label="training loss"),
+        plt.Line2D([], [], color=CURVE_COLOURS["validation"], label="validation loss"),
+        plt.Line2D([], [], color=CURVE_COLOURS["drop"], linestyle=":", label="learning rate ÷10"),
+    ]
+    figure.legend(handles=handles, loc="upper center", ncol=3, fontsize=8, frameon=False)
+    figure.tight_layout(rect=(0, 0, 1, 1 - 0.45 / figure.get_figheight()))
     return figure
 
 

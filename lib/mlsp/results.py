@@ -1,6 +1,7 @@
 """The results contract: what every notebook writes under results/<profile>/.
 
-- `<key>.json`: named metrics plus the exact parameters, seed, package versions, git commit, wall time;
+- `<key>.json`: named metrics plus the exact parameters, seed, package versions, the git commit the
+  run started from and whether the code differed from it (mlsp.provenance), wall time;
 - `<key>.csv`: tables;
 - `<key>.png` and `<key>.svg`: figures.
 `mlsp check` reads the JSON files and compares their metrics with params/<profile>/expected.yaml.
@@ -10,14 +11,14 @@ from __future__ import annotations
 import json
 import math
 import platform
-import subprocess
 import time
 from datetime import datetime, timezone
 from importlib import metadata
 from pathlib import Path
 
+from mlsp import provenance
 from mlsp.parameters import ParameterError, declared_parameters
-from mlsp.paths import NOTEBOOKS_DIR, PARAMS_DIR, REPO_ROOT, RESULTS_DIR
+from mlsp.paths import NOTEBOOKS_DIR, PARAMS_DIR, RESULTS_DIR
 
 RECORDED_PACKAGES = ("tensorflow", "tensorflow-cpu", "keras", "numpy", "h5py", "pandas", "scipy", "papermill", "pillow", "scikit-image")
 
@@ -30,15 +31,6 @@ def package_versions() -> dict:
         except metadata.PackageNotFoundError:
             pass
     return versions
-
-
-def git_commit() -> str | None:
-    try:
-        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO_ROOT, capture_output=True, text=True, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=REPO_ROOT, capture_output=True, text=True).stdout.strip()
-        return commit + ("+dirty" if dirty else "")
-    except (OSError, subprocess.CalledProcessError):
-        return None
 
 
 # Where a run reads and writes, not how it computes: never a difference from the paper's settings.
@@ -126,7 +118,7 @@ class Run:
             "differs_from_paper": differences_from_paper(self.profile, self.notebook, self.parameters),
             "seed": self.seed,
             "versions": package_versions(),
-            "git_commit": git_commit(),
+            **provenance.run_state(),  # git_commit, git_dirty
             "wall_time_s": round(time.perf_counter() - self.started, 2),
             "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
             **_plain(extra),

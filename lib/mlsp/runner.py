@@ -7,6 +7,7 @@ import time
 from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from pathlib import Path
 
+from mlsp import provenance, quiet
 from mlsp.parameters import Notebook, ParameterError, list_notebooks, resolve_profile
 from mlsp.paths import NOTEBOOKS_DIR, PARAMS_DIR, REPO_ROOT, RESULTS_DIR
 
@@ -60,7 +61,8 @@ def run_profile(
         return []
     import papermill  # imported late: a dry run should not pay for Jupyter's start-up
 
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # kernels inherit it: keep TensorFlow's start-up chatter out of the log
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", quiet.TF_LOG_LEVEL)  # kernels inherit it: keep TensorFlow's start-up chatter out of the log
+    kernel_config = quiet.kernel_config()  # encrypted kernel channels, so ipykernel does not warn of plain TCP
 
     output_dir = results_dir / profile / "notebooks"
     output_dir.mkdir(parents=True, exist_ok=True)
@@ -76,6 +78,7 @@ def run_profile(
                 kernel_name="python3",
                 progress_bar=False,
                 request_save_on_cell_execute=True,
+                config=kernel_config,
             )
         except papermill.PapermillExecutionError as error:
             seconds = time.perf_counter() - start
@@ -91,7 +94,8 @@ def run_profile(
     needs = dependencies(chosen)
     waiting, running, done = list(chosen), {}, set()
     failure = None
-    with ThreadPoolExecutor(max_workers=jobs) as pool:
+    # the commit is read once, before the first notebook: the run rewrites results/ and someone may commit meanwhile
+    with provenance.for_kernels(), ThreadPoolExecutor(max_workers=jobs) as pool:
         while waiting or running:
             # start, in number order, every notebook whose inputs are ready, up to `jobs` at once
             for nb in list(waiting):

@@ -166,12 +166,16 @@ def fit(model: keras.Model, source, train_rows, train_mos, validation_rows, vali
 
 
 def predict(model: keras.Model, source, rows, batch_size: int = 256, channels: slice | None = None) -> np.ndarray:
-    """Mean prediction over all stored views of each image, every (image, view) pair in one pass."""
+    """Mean prediction over all stored views of each image, every (image, view) pair in one pass.
+
+    Every batch has `batch_size` rows, whatever the number of images: the pairs are cycled up to a
+    whole number of batches and the repeats' predictions dropped. One model predicting sets of
+    different sizes (test, then validation) then traces its predict step once, not once per size."""
     n_views = source.shape[1]
     pairs = np.repeat(np.asarray(rows), n_views)
     views = np.tile(np.arange(n_views), len(rows))
-    batch_size = min(batch_size, len(pairs))  # with fill_last, one batch shape and one trace
-    batches = FeatureBatches(source, pairs, None, batch_size, random_view=False, view=views, channels=channels, shuffle=False, fill_last=True)
+    padded = np.resize(np.arange(len(pairs)), math.ceil(len(pairs) / batch_size) * batch_size)
+    batches = FeatureBatches(source, pairs[padded], None, batch_size, random_view=False, view=views[padded], channels=channels, shuffle=False)
     per_view = model.predict(batches, verbose=0).reshape(-1)[: len(pairs)]
     return per_view.reshape(len(rows), n_views).mean(axis=1)
 
