@@ -12,6 +12,7 @@ REHEARSAL_DIFFERENCES = {
     "02_table2_rescaled": {"weights", "max_epochs", "finetune_max_epochs"},
     "03_table3_full_resolution": {"max_epochs"},
     "04_fig7_block_ablation": {"max_epochs"},
+    "05_resolution_baseline": {"epochs"},
 }
 
 
