@@ -11,7 +11,7 @@ import keras
 import numpy as np
 import pandas as pd
 
-from mlsp import heads, metrics, train
+from mlsp import distribute, heads, metrics, train
 from mlsp import data
 from mlsp.data import read_metadata
 from mlsp.store import FeatureReader, store_path
@@ -158,7 +158,8 @@ def run_feature_row(row: Row, split: Split, features_dir, backbone: str, protoco
     channels, local_boundaries = block_channels(boundaries, row.last_blocks)
     n_channels = local_boundaries[-1] - local_boundaries[0]
     keras.utils.set_random_seed(seed)  # the head's initial weights too, not only what fit() draws
-    model = heads.build(row.head, n_channels, local_boundaries, row.dropout)
+    with distribute.scope(protocol.distribute):  # "mirrored": the head's variables on every GPU
+        model = heads.build(row.head, n_channels, local_boundaries, row.dropout)
     mos = split.mos
     result = train.fit(model, source, split.train, mos[split.train], split.validation, mos[split.validation], protocol, seed, channels=channels)
     predicted = train.predict(model, source, split.test, channels=channels)

@@ -13,7 +13,7 @@ import time
 import keras
 import numpy as np
 
-from mlsp import heads, metrics, train
+from mlsp import distribute, heads, metrics, train
 from mlsp.features import RESCALED_SIZE, mlsp_model, prepare
 from mlsp.images import load_rgb
 
@@ -100,18 +100,21 @@ def run_finetune_row(row, backbone_loader, images: np.ndarray, split, protocol: 
     the metadata's rows; split: an experiments.Split, whose scale sets the accuracy threshold."""
     keras.utils.set_random_seed(seed)
     started = time.perf_counter()
-    backbone = backbone_loader()
-    model = finetune_model(backbone, row)
+    with distribute.scope(protocol.distribute):  # "mirrored": backbone and head on every GPU
+        backbone = backbone_loader()
+        model = finetune_model(backbone, row)
     mos = split.mos
     train.start_at_mean(model.layers[-1], float(mos[split.train].mean()))
     train.compile_head(model, protocol)
     training = ImageBatches(images[split.train], mos[split.train], backbone.preprocess, protocol.batch_size, augment=row.augment, seed=seed, apply_exif_orientation=apply_exif_orientation)
     validation = ImageBatches(images[split.validation], mos[split.validation], backbone.preprocess, protocol.batch_size, augment=False, shuffle=False, apply_exif_orientation=apply_exif_orientation)
     schedule = train.PaperSchedule(protocol)
-    history = model.fit(training, validation_data=validation, epochs=protocol.max_epochs, callbacks=[schedule], verbose=0)
+    history = model.fit(training, validation_data=validation, epochs=protocol.max_epochs, callbacks=[schedule, *distribute.same_batch_order(protocol.distribute)], verbose=0)
     rng = np.random.default_rng(seed + 2)
     predicted = np.empty(len(split.test), dtype=np.float64)
-    for position, index in enumerate(split.test):  # one image's crops as one batch
+    # one image's crops as one batch; under "mirrored" predict_on_batch gives each replica the whole
+    # batch and returns one copy per replica, which leaves the mean as it is
+    for position, index in enumerate(split.test):
         image = rescaled(images, index, apply_exif_orientation)
         batch = np.stack([random_view(image, rng) for _ in range(test_crops)]) if row.augment else image[None]
         predicted[position] = float(np.mean(model.predict_on_batch(backbone.preprocess(batch))))

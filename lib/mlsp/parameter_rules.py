@@ -27,6 +27,7 @@ ENUMERATIONS: dict[str, Callable[[], tuple[str, ...]]] = {
     "embedded set shape": lambda: tuple(import_module("mlsp.embedded").SHAPES),
     "data format": lambda: tuple(import_module("mlsp.data").FORMATS),
     "Table 2 fine-tuning row": lambda: tuple(row.label for row in import_module("mlsp.experiments").TABLE2_FINETUNE_ROWS),
+    "distribution mode": lambda: tuple(import_module("mlsp.distribute").STRATEGIES),
 }
 
 
@@ -318,6 +319,7 @@ RULES = {
     "batch_size": Count(),
     "epochs": Count(),
     "jit_compile": Flag(),
+    "distribute": Choice("distribution mode"),  # "mirrored" with no visible GPU fails at the first row (mlsp.distribute)
     "in_memory": Flag(),
     "finetune": Flag(),
     "finetune_rows": Choices("Table 2 fine-tuning row", if_empty="finetune: false skips fine-tuning"),

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 import keras
 import numpy as np
 
+from mlsp import distribute
 from mlsp.store import FeatureReader
 
 
@@ -26,6 +27,7 @@ class Protocol:
     max_epochs: int = 100
     batch_size: int = 128
     jit_compile: bool = False  # XLA lost on CPU here (Pool-3FC 0.83x, benchmarks/training.py)
+    distribute: str = "none"  # "mirrored": all visible GPUs share each batch of batch_size (mlsp.distribute)
 
 
 class FeatureBatches(keras.utils.PyDataset):
@@ -137,9 +139,15 @@ def start_at_mean(model: keras.Model, mean_mos: float) -> None:
 def compile_head(model: keras.Model, protocol: Protocol) -> keras.Model:
     """Adam on the MSE, with the optimizer's slots built now rather than inside the first step:
     variables created during a trace make TensorFlow trace the step a second time (12 s of the
-    24 s it takes to trace a fine-tuned backbone on CPU)."""
-    model.compile(optimizer=keras.optimizers.Adam(learning_rate=protocol.learning_rate), loss="mean_squared_error", jit_compile=bool(protocol.jit_compile))
-    model.optimizer.build(model.trainable_variables)
+    24 s it takes to trace a fine-tuned backbone on CPU).
+
+    The model must have been built under `mlsp.distribute.scope(protocol.distribute)`; the optimizer
+    is made under it here, and with several replicas batch normalisation is switched to the global
+    batch's statistics (mlsp.distribute.global_batch_norm)."""
+    with distribute.scope(protocol.distribute):
+        distribute.global_batch_norm(model, protocol.distribute)
+        model.compile(optimizer=keras.optimizers.Adam(learning_rate=protocol.learning_rate), loss="mean_squared_error", jit_compile=bool(protocol.jit_compile))
+        model.optimizer.build(model.trainable_variables)
     return model
 
 
@@ -152,14 +160,16 @@ class TrainResult:
 
 
 def fit(model: keras.Model, source, train_rows, train_mos, validation_rows, validation_mos, protocol: Protocol, seed: int, channels: slice | None = None, verbose: int = 0) -> TrainResult:
-    """Train a head on stored features with the paper's protocol; the best weights are kept."""
+    """Train a head on stored features with the paper's protocol; the best weights are kept.
+    Build `model` under `mlsp.distribute.scope(protocol.distribute)`: with "mirrored" each batch of
+    `protocol.batch_size` is split across the replicas."""
     keras.utils.set_random_seed(seed)
     start_at_mean(model, float(np.mean(train_mos)))
     compile_head(model, protocol)
     training = FeatureBatches(source, train_rows, train_mos, protocol.batch_size, random_view=True, seed=seed, channels=channels, fill_last=True)
     validation = FeatureBatches(source, validation_rows, validation_mos, protocol.batch_size, random_view=True, seed=seed + 1, channels=channels, shuffle=False, fill_last=True)
     schedule = PaperSchedule(protocol)
-    history = model.fit(training, validation_data=validation, epochs=protocol.max_epochs, callbacks=[schedule], verbose=verbose)
+    history = model.fit(training, validation_data=validation, epochs=protocol.max_epochs, callbacks=[schedule, *distribute.same_batch_order(protocol.distribute)], verbose=verbose)
     record = {key: [float(v) for v in values] for key, values in history.history.items()}
     record["learning_rate"] = schedule.learning_rates
     return TrainResult(model, record, len(record["loss"]), float(schedule.best_loss))
