@@ -80,6 +80,7 @@ def main() -> None:
     parser.add_argument("profile")
     parser.add_argument("runs", type=Path, nargs="+", help="results/<profile> folders of real runs (copied aside between runs)")
     parser.add_argument("--keep-values", action="store_true", help="keep the current expected values; the runs only widen tolerances")
+    parser.add_argument("--keep-tolerances", action="store_true", help="new values from the first run, but no tolerance narrower than the current one (the code changed the numbers; the machines' spread measured before still holds)")
     parser.add_argument("--note", default="", help="where the runs come from, for the file's header")
     parser.add_argument("--range-only-for-trained", action="store_true", help="trained metrics: only present and within their range (random weights, capped epochs)")
     args = parser.parse_args()
@@ -87,6 +88,8 @@ def main() -> None:
     test_images = int(json.loads((args.runs[0] / "data.json").read_text())["metrics"]["test_images"])
     if args.keep_values:
         reference, kept_tolerance = existing_values(args.profile)
+    elif args.keep_tolerances:
+        reference, kept_tolerance = runs[0], existing_values(args.profile)[1]
     else:
         reference, kept_tolerance = runs[0], {}
     tree: dict = {}
@@ -104,7 +107,9 @@ def main() -> None:
                 raise SystemExit(f"{name}: a run's value lies outside the metric's range: {[run[name] for run in runs]}")
             node[parts[-1]] = {"value": range_of(name)[0], "tolerance": range_of(name)[1]}
             spreads[name] = 0.0
-    origin = "the values of earlier real runs, kept; tolerances widened by" if args.keep_values else "the first of"
+    origin = "the values of earlier real runs, kept; tolerances widened by" if args.keep_values else ("the first of" if not args.keep_tolerances else "the values of the first of")
+    if args.keep_tolerances:
+        args.note = (args.note + " " if args.note else "") + "Tolerances: at least those of the previous expected.yaml (spreads measured across machines and numerics before)."
     header = (
         f"# Expected values for the {args.profile} profile, recorded by tools/record_expected.py: {origin}\n"
         f"# {len(runs)} real run(s) ({', '.join(str(folder) for folder in args.runs)}).\n"
