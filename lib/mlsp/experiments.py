@@ -203,11 +203,11 @@ def published_for(split: Split, published: dict) -> dict:
 
 
 def results_table(results: list[dict], paper: dict | None = None) -> pd.DataFrame:
-    """One line per row: SRCC, PLCC, accuracy, each beside its 95% interval, the out-of-range count,
+    """One line per row: the head's parameter count, SRCC, PLCC, accuracy, each beside its 95% interval, the out-of-range count,
     the validation loss, and the paper's values and the differences when known."""
     lines = []
     for result in results:
-        line = {"row": result["label"], "backbone": result["backbone"], "weights": result["weights"], "epochs": result["epochs"], **row_metrics(result)}
+        line = {"row": result["label"], "backbone": result["backbone"], "weights": result["weights"], "parameters": result.get("parameters"), "epochs": result["epochs"], **row_metrics(result)}
         if paper is not None:
             published = paper.get(result["label"])
             for position, name in enumerate(("srcc", "plcc", "accuracy")):
