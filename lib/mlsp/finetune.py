@@ -19,8 +19,9 @@ from mlsp.images import load_rgb
 
 CROP = 224
 # Threads decoding images read from disk for fine-tuning: AVA's 255,000 photos are too many to hold
-# rescaled in RAM (~50 GB), and one thread decodes too slowly to keep a GPU busy (benchmarks/ava_scale.py).
-FEED_WORKERS = max(1, min(4, os.cpu_count() or 1))
+# rescaled in RAM (~50 GB), and one thread decodes ~120 images/s while a modern GPU trains on thousands
+# (benchmarks/ava_scale.py). One per core, up to 16: on a 2-core CPU they wait for the step anyway.
+FEED_WORKERS = max(1, min(16, os.cpu_count() or 1))
 
 
 def finetune_model(backbone, row) -> keras.Model:
