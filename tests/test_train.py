@@ -42,12 +42,17 @@ def test_drop_every_n_epochs_and_stop_at_floor(model):
     assert model.stop_training and len(rates) == 6
 
 
-def test_each_epoch_draws_random_views_and_hdf5_equals_memory(tmp_path):
-    rng = np.random.default_rng(0)
-    array = rng.normal(size=(10, 8, 4)).astype(np.float16)
-    with FeatureWriter(tmp_path / "s.h5", [str(i) for i in range(10)], 8, (4,)) as writer:
-        for i in range(10):
+def written_store(path, images: int, channels: int, seed: int) -> np.ndarray:
+    """A store of `images` x 8 views x `channels` random float16 features at `path`; returns the array."""
+    array = np.random.default_rng(seed).normal(size=(images, 8, channels)).astype(np.float16)
+    with FeatureWriter(path, [str(i) for i in range(images)], 8, (channels,)) as writer:
+        for i in range(images):
             writer.write(i, array[i])
+    return array
+
+
+def test_each_epoch_draws_random_views_and_hdf5_equals_memory(tmp_path):
+    array = written_store(tmp_path / "s.h5", 10, 4, seed=0)
     mos = np.arange(10, dtype=np.float32)
     in_memory = train.FeatureBatches(array, np.arange(10), mos, batch_size=4, seed=3)
     with FeatureReader(tmp_path / "s.h5") as reader:
@@ -115,11 +120,7 @@ def test_largest_training_side_ignores_validation_and_test_images():
 def test_parallel_readers_serve_the_same_batches_for_the_same_seed(tmp_path):
     from keras.src.trainers.data_adapters.py_dataset_adapter import PyDatasetAdapter
 
-    rng = np.random.default_rng(1)
-    array = rng.normal(size=(37, 8, 6)).astype(np.float16)
-    with FeatureWriter(tmp_path / "s.h5", [str(i) for i in range(37)], 8, (6,)) as writer:
-        for i in range(37):
-            writer.write(i, array[i])
+    written_store(tmp_path / "s.h5", 37, 6, seed=1)
 
     def served(workers, seed=5):
         with FeatureReader(tmp_path / "s.h5") as reader:
