@@ -7,6 +7,8 @@ reduced number of input channels. The full-size name/shape plan is checked on fi
 are declared but never written (HDF5 allocates nothing for them).
 """
 import json
+import os
+import shlex
 from pathlib import Path
 
 import h5py
@@ -300,3 +302,250 @@ def test_a_damaged_copy_of_a_published_size_is_named(narrow, monkeypatch):
     damaged = authors.PublishedHead("irnv2_mlsp_narrow_orig", size, "0" * 64, "single_3fc", "narrow", 1, "Single-3FC (*)(-aug)", 0.740, 0.742, 80.96)
     found = authors.identify(path, published=(damaged,))
     assert found.match is None and "the size of the published irnv2_mlsp_narrow_orig but not its sha256" in found.reason
+
+
+# --- bad input: one clear line, exit 2, nothing written ------------------------------------------------
+
+
+def import_cli(capsys, *arguments):
+    """`mlsp import-authors ARGUMENTS`: (exit status, stderr); stderr must be one `error:` line."""
+    status = cli.main(["import-authors", *map(str, arguments)])
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    if status == 2:
+        assert err.startswith("error: ") and len(err.strip().splitlines()) == 1, err
+    return status, err
+
+
+@pytest.fixture
+def nothing_read(monkeypatch):
+    """Fails the test if the FILE is hashed or any head is built: the arguments must be refused first."""
+    def reached(*args, **kwargs):
+        raise AssertionError("the file was read or a head built before the arguments were checked")
+
+    monkeypatch.setattr(authors, "identify", reached)
+    monkeypatch.setattr(heads, "build", reached)
+
+
+def test_a_file_argument_that_is_a_folder_missing_or_unreadable_is_named(narrow, tmp_path, capsys, monkeypatch):
+    _, path = narrow
+    out = tmp_path / "scorer"
+    status, err = import_cli(capsys, path.parent, "--out", out)
+    assert status == 2 and f"{path.parent}: is a folder; give the model_best_weights.h5 file in it" in err
+    status, err = import_cli(capsys, tmp_path / "absent.h5", "--out", out)
+    assert status == 2 and f"{tmp_path / 'absent.h5'}: no such file" in err
+    (tmp_path / "link.h5").symlink_to(tmp_path / "gone.h5")
+    status, err = import_cli(capsys, tmp_path / "link.h5", "--out", out)
+    assert status == 2 and "a symbolic link to a missing file" in err
+    os.mkfifo(tmp_path / "pipe.h5")
+    status, err = import_cli(capsys, tmp_path / "pipe.h5", "--out", out)
+    assert status == 2 and "pipe.h5: not a regular file" in err
+
+    unreadable = tmp_path / "unreadable.h5"
+    unreadable.write_bytes(path.read_bytes())
+    if os.geteuid() != 0:
+        unreadable.chmod(0)
+    else:  # root reads whatever the mode says: make opening this one file fail as it would for a user
+        def denied(file, *args, **kwargs):
+            if Path(file) == unreadable:
+                raise PermissionError(13, "Permission denied", str(file))
+            return open(file, *args, **kwargs)
+
+        monkeypatch.setattr(authors, "open", denied, raising=False)
+    status, err = import_cli(capsys, unreadable, "--out", out, "--force")
+    assert status == 2 and f"{unreadable}: cannot be read (Permission denied)" in err
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("case", ["under_a_file", "read_only_folder", "broken_link", "link_to_a_file", "not_empty"])
+def test_a_bad_output_folder_is_refused_before_the_file_is_read(narrow, nothing_read, tmp_path, capsys, monkeypatch, case):
+    _, path = narrow
+    if case == "under_a_file":
+        (tmp_path / "plain").write_text("x")
+        out, expected = tmp_path / "plain" / "deeper" / "scorer", f"{tmp_path / 'plain'} is not a folder"
+    elif case == "read_only_folder":
+        locked = tmp_path / "locked"
+        locked.mkdir()
+        out, expected = locked / "scorer", f"the folder {locked} is not writable"
+        if os.geteuid() != 0:
+            locked.chmod(0o555)
+        else:  # root may write anywhere but on a read-only file system: answer as such a folder would
+            real_access = os.access
+            monkeypatch.setattr(os, "access", lambda p, mode, **k: False if Path(p) == locked and mode & os.W_OK else real_access(p, mode, **k))
+    elif case == "broken_link":
+        out = tmp_path / "scorer"
+        out.symlink_to(tmp_path / "missing_target")
+        expected = f"{out}: is a symbolic link to {tmp_path / 'missing_target'}, which does not exist"
+    elif case == "link_to_a_file":
+        (tmp_path / "plain").write_text("x")
+        out = tmp_path / "scorer"
+        out.symlink_to(tmp_path / "plain")
+        expected = "exists and is not an empty folder"
+    else:
+        out = tmp_path / "scorer"
+        out.mkdir()
+        (out / "keep.txt").write_text("mine")
+        expected = "exists and is not an empty folder"
+    status, err = import_cli(capsys, path, "--out", out, "--force")
+    assert status == 2 and expected in err
+    if case == "not_empty":
+        assert [p.name for p in out.iterdir()] == ["keep.txt"]
+    if case == "read_only_folder":
+        assert list((tmp_path / "locked").iterdir()) == []
+
+
+def keras2_file_without_values(path, head, channels, dtype="float32"):
+    """A file in Keras 2's layout whose datasets are declared but never written (no storage)."""
+    plan = authors.weight_plan(head, channels)
+    with h5py.File(path, "w") as handle:
+        handle.attrs["layer_names"] = np.array([layer.authors.encode() for layer in plan])
+        handle.attrs["backend"], handle.attrs["keras_version"] = b"tensorflow", b"2.2.4"
+        for layer in plan:
+            group = handle.create_group(layer.authors)
+            group.attrs["weight_names"] = np.array([f"{layer.authors}/{name}:0".encode() for name in layer.shapes])
+            for name, shape in layer.shapes.items():
+                group.create_dataset(f"{layer.authors}/{name}:0", shape=shape, dtype=dtype)
+    return path
+
+
+def test_a_huge_declared_shape_is_refused_from_the_metadata_alone(tmp_path, capsys, monkeypatch):
+    # 4 million input channels: head_fc0's kernel alone would take 32 GB; the file takes kilobytes
+    path = keras2_file_without_values(tmp_path / "huge.h5", "single_3fc", 4_000_000)
+    assert path.stat().st_size < 1_000_000
+    monkeypatch.setattr(heads, "build", lambda *a, **k: pytest.fail("a head was built for a file that cannot be imported"))
+    status, err = import_cli(capsys, path, "--out", tmp_path / "scorer", "--force")
+    assert status == 2 and "layer 'head_fc0' takes 4,000,000 input channels; no backbone of this kit gives that many" in err
+    status, err = import_cli(capsys, path, "--out", tmp_path / "scorer")  # unforced: --force is not offered
+    assert status == 2 and "--force would not help either: layer 'head_fc0' takes 4,000,000" in err and "Pass --force" not in err
+    assert not (tmp_path / "scorer").exists()
+
+
+def test_force_is_offered_only_for_files_it_would_import(narrow, reduced_backbone, tmp_path, capsys):
+    _, importable = narrow
+    status, err = import_cli(capsys, importable, "--out", tmp_path / "scorer")
+    assert status == 2 and "Pass --force to import it anyway" in err
+
+    not_hdf5 = tmp_path / "not_hdf5.h5"
+    not_hdf5.write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(200))
+    keras3 = tmp_path / "model.weights.h5"
+    with h5py.File(keras3, "w") as handle:
+        handle.create_group("layers")
+    for path, reason in ((not_hdf5, "cannot be read as HDF5"), (keras3, "no root attribute 'layer_names'")):
+        status, err = import_cli(capsys, path, "--out", tmp_path / "scorer")
+        assert status == 2 and "not one of the authors' published heads" in err
+        assert f"--force would not help either: {reason}" in err and "Pass --force" not in err, err
+
+
+def rewrite_dataset(path, layer, weight, **create):
+    """Replace one weight's dataset of a Keras 2 file (`h5py.Group.create_dataset` keywords); returns
+    the new dataset's name."""
+    with h5py.File(path, "a") as handle:
+        name = f"{layer}/{weight}:0"
+        del handle[layer][name]
+        handle[layer].create_dataset(name, **create)
+    return name
+
+
+def broken_file(reference, tmp_path, case):
+    """A copy of the reference narrow head with one fault; returns (path, what the message must say)."""
+    path = write_keras2_weights(tmp_path / f"{case}.h5", reference)
+    if case == "negative_variance":
+        variance = np.asarray(reference.get_layer("head_bn1").moving_variance.numpy()).copy()
+        variance[3] = -0.25
+        rewrite_dataset(path, "head_bn1", "moving_variance", data=variance)
+        return path, "layer 'head_bn1' weight 'moving_variance' holds negative variances (smallest -0.25)"
+    if case == "unwritten":
+        rewrite_dataset(path, "head_bn0", "beta", shape=(2048,), dtype="float32")
+        return path, "layer 'head_bn0' weight 'beta' (/head_bn0/head_bn0/beta:0) is declared but never written"
+    if case == "half_written":
+        kernel = np.asarray(reference.get_layer("head_fc1").kernel.numpy())
+        rewrite_dataset(path, "head_fc1", "kernel", shape=kernel.shape, dtype="float32", chunks=(1024, 1024))
+        with h5py.File(path, "a") as handle:
+            handle["head_fc1/head_fc1/kernel:0"][:1024] = kernel[:1024]
+        return path, "layer 'head_fc1' weight 'kernel' (/head_fc1/head_fc1/kernel:0) is only 1 of its 2 chunks written"
+    if case == "infinite":
+        rewrite_dataset(path, "head_fc2", "bias", data=np.full((256,), np.inf, np.float32))
+        return path, "layer 'head_fc2' weight 'bias' holds NaN or infinite values"
+    if case == "overflowing":
+        rewrite_dataset(path, "head_fc0", "bias", data=np.full((2048,), 3e38, np.float32))
+        return path, "the head's prediction for all-zero features is not finite"
+    if case == "string_typed":
+        rewrite_dataset(path, "head_out", "bias", data=np.array([b"0.5"]))
+        return path, "layer 'head_out' weight 'bias' (/head_out/head_out/bias:0) holds values of type |S3, not floating-point numbers"
+    if case == "external":
+        values = np.asarray(reference.get_layer("head_out").bias.numpy(), np.float32)
+        (tmp_path / "bias.bin").write_bytes(values.tobytes())
+        rewrite_dataset(path, "head_out", "bias", shape=(1,), dtype="float32", external=[(str(tmp_path / "bias.bin"), 0, 4)])
+        return path, "layer 'head_out' weight 'bias' (/head_out/head_out/bias:0) keeps its values in an external file"
+    if case == "layer_names_not_utf8":
+        with h5py.File(path, "a") as handle:
+            names = list(handle.attrs["layer_names"])
+            handle.attrs["layer_names"] = np.array(names[:2] + [b"head_\xff\xfebn0"] + names[3:])
+        return path, "root attribute 'layer_names' holds bytes that are not UTF-8 text"
+    if case == "weight_names_not_utf8":
+        with h5py.File(path, "a") as handle:
+            handle["head_fc1"].attrs["weight_names"] = np.array([b"head_fc1/kernel:0", b"head_fc1/bias\xe9:0"])
+        return path, "layer 'head_fc1' attribute 'weight_names' holds bytes that are not UTF-8 text"
+    raise AssertionError(case)
+
+
+FAULTS = ["negative_variance", "unwritten", "half_written", "infinite", "overflowing", "string_typed", "external", "layer_names_not_utf8", "weight_names_not_utf8"]
+
+
+@pytest.mark.parametrize("case", FAULTS)
+def test_force_refuses_a_head_that_cannot_score_naming_the_layer(narrow, reduced_backbone, tmp_path, capsys, case):
+    reference, _ = narrow
+    path, expected = broken_file(reference, tmp_path, case)
+    status, err = import_cli(capsys, path, "--out", tmp_path / "scorer", "--force")
+    assert status == 2 and f"error: {path}: " in err and expected in err, err
+    assert not (tmp_path / "scorer").exists()
+    assert not [p.name for p in tmp_path.iterdir() if ".partial-" in p.name]
+    if case not in ("negative_variance", "infinite", "overflowing"):  # found from the metadata: --force is not offered
+        status, err = import_cli(capsys, path, "--out", tmp_path / "scorer")
+        assert status == 2 and "--force would not help either" in err and expected in err
+
+
+def test_the_broken_file_helper_changes_only_the_fault(narrow, reduced_backbone, tmp_path):
+    # the faults' files are the importable reference but for one dataset or attribute: the unchanged
+    # copy imports, so each refusal above is the fault's
+    reference, _ = narrow
+    path = write_keras2_weights(tmp_path / "intact.h5", reference)
+    folder, _ = authors.import_authors(path, tmp_path / "scorer", force=True)
+    assert (folder / "head.keras").is_file()
+
+
+def test_an_interrupted_import_leaves_nothing_and_a_rerun_completes(wide, reduced_backbone, tmp_path, capsys, monkeypatch):
+    _, path = wide
+    parent = tmp_path / "my scorers $HOME"
+    parent.mkdir()
+    out = parent / "authors wide"
+    real_save = score.save_scorer
+
+    def interrupted(folder, *args, **kwargs):
+        real_save(folder, *args, **kwargs)  # head.keras and scorer.json written: then Ctrl-C
+        assert (Path(folder) / "head.keras").is_file()
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(score, "save_scorer", interrupted)
+    assert cli.main(["import-authors", str(path), "--out", str(out), "--force"]) == 130
+    assert "interrupted: nothing was written" in capsys.readouterr().err
+    assert list(parent.iterdir()) == []
+    monkeypatch.setattr(score, "save_scorer", real_save)
+
+    assert cli.main(["import-authors", str(path), "--out", str(out), "--force"]) == 0
+    printed = capsys.readouterr().out
+    follow_up = printed.split("`")[1]
+    assert follow_up == f"mlsp score PHOTOS --model {shlex.quote(str(out))}"
+    assert shlex.split(follow_up)[-1] == str(out)  # a shell gives the command the folder as one word
+    assert sorted(p.name for p in out.iterdir()) == ["authors.json", "head.keras", "scorer.json"]
+    assert [p.name for p in parent.iterdir()] == ["authors wide"]
+    (tmp_path / "made_by_mkdir").mkdir()
+    assert out.stat().st_mode & 0o777 == (tmp_path / "made_by_mkdir").stat().st_mode & 0o777  # readable as a plain folder is
+
+
+def test_imported_scorers_record_avas_score_scale(wide, reduced_backbone, tmp_path):
+    _, path = wide
+    folder, _ = authors.import_authors(path, tmp_path / "scorer", force=True)
+    config = score.read_config(folder)
+    assert (config["score_min"], config["score_max"]) == (1, 10)
+    assert score.load_scorer(folder).score_scale == (1, 10)

@@ -3,6 +3,8 @@ global batches split across the replicas. The replicas here are two logical CPU 
 fresh Python by tests/distribute_rows.py); no run on several GPUs is part of the tests."""
 import json
 import math
+import os
+import shutil
 import subprocess
 import sys
 
@@ -113,3 +115,45 @@ def test_the_parameter_rule_accepts_the_two_modes_only():
     assert rule.problem("none", context) is None and rule.problem("mirrored", context) is None
     assert rule.problem("multi_worker", context) == ""
     assert rule.allowed(context) == "one of the distribution modes: none, mirrored"
+
+
+@pytest.fixture
+def demo_params(tmp_path):
+    """A copy of the demo profile's parameter files, to change without touching the shipped ones."""
+    shutil.copytree(REPO / "params" / "demo", tmp_path / "params" / "demo")
+    return tmp_path / "params"
+
+
+@pytest.mark.skipif(bool(tf.config.list_physical_devices("GPU")), reason="GPUs are visible here")
+def test_a_dry_run_refuses_mirrored_without_a_gpu_for_the_notebooks_it_would_run(demo_params, tmp_path):
+    from mlsp.parameters import ParameterError
+    from mlsp.runner import run_profile
+
+    def dry_run(**kwargs):
+        return run_profile("demo", dry_run=True, params_dir=demo_params, results_dir=tmp_path / "results", log=lambda message: None, **kwargs)
+
+    expected = r"^params/demo/ \(or --set\): key 'distribute' is 'mirrored' for {}, but distribute='mirrored' needs at least one GPU.*set distribute: none"
+    with pytest.raises(ParameterError, match=expected.format(r"02_table2_rescaled\.ipynb")):
+        dry_run(only=["02"], overrides={"distribute": "mirrored"})
+    (demo_params / "demo" / "03_table3_full_resolution.yaml").open("a").write("\ndistribute: mirrored\n")
+    with pytest.raises(ParameterError, match=expected.format(r"03_table3_full_resolution\.ipynb")):
+        dry_run()
+    # data can still be prepared on this machine: notebooks 00-01 do not train
+    assert dry_run(only=["00", "01"]) == []
+
+
+def test_unavailable_neither_builds_a_strategy_nor_freezes_the_devices():
+    # in a fresh Python without GPUs: "mirrored" is refused until the CPU is split, and asking does
+    # not start TensorFlow's runtime (after which the split could no longer be made)
+    script = (
+        "import tensorflow as tf\n"
+        "from mlsp import distribute\n"
+        "assert distribute.unavailable('none') is None\n"
+        "assert distribute.unavailable('mirrored') == distribute.NO_GPU\n"
+        "tf.config.set_logical_device_configuration(tf.config.list_physical_devices('CPU')[0], [tf.config.LogicalDeviceConfiguration()] * 2)\n"
+        "assert distribute.unavailable('mirrored') is None\n"
+        "assert distribute.replicas('mirrored') == 2\n"
+    )
+    env = {**os.environ, "CUDA_VISIBLE_DEVICES": "", "TF_CPP_MIN_LOG_LEVEL": "3"}
+    done = subprocess.run([sys.executable, "-c", script], cwd=REPO, capture_output=True, text=True, timeout=300, env=env)
+    assert done.returncode == 0, done.stderr[-4000:]

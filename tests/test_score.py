@@ -65,7 +65,10 @@ def cached_loading(monkeypatch, loaded):
     def load(model_dir, cache_dir=None):
         loads.append(model_dir)
         config = score.read_config(model_dir)
-        return dataclasses.replace(loaded, folder=Path(model_dir), max_side=config["max_side"] or score.FALLBACK_MAX_SIDE, views=config["views"])
+        return dataclasses.replace(
+            loaded, folder=Path(model_dir), max_side=config["max_side"] or score.FALLBACK_MAX_SIDE, views=config["views"],
+            score_scale=score.scoring_scale(config, model_dir),
+        )
 
     monkeypatch.setattr(score, "load_scorer", load)
     return loads
@@ -353,6 +356,62 @@ def test_old_scorer_json_without_max_side_falls_back_to_ava_size(scorer, tmp_pat
     (tmp_path / "scorer.json").write_text(json.dumps(config))
     assert score.scoring_max_side(score.read_config(tmp_path), tmp_path) == score.FALLBACK_MAX_SIDE == 800
     assert "records no max_side" in capsys.readouterr().err
+
+
+def test_the_score_scale_is_recorded_in_every_row_and_in_the_summary(head_file, cached_loading, tmp_path, capsys):
+    # a scorer trained on KonIQ-10k's 1-5 MOS: its scores must not be read as AVA's 1-10
+    folder = score.save_scorer(tmp_path / "koniq", head_file, "efficientnet_lite0", "imagenet", "narrow", trained_on="test", max_side=160, score_min=1, score_max=5)
+    assert (score.read_config(folder)["score_min"], score.read_config(folder)["score_max"]) == (1, 5)
+    photo = save(smooth_photo(100, 90, seed=2), tmp_path / "a.png")
+    output = tmp_path / "scores.csv"
+    assert cli.main(["score", str(photo), "--model", str(folder), "--output", str(output)]) == score.EXIT_ALL_SCORED
+    assert [row["score_scale"] for row in read_rows(output)] == ["1-5"]
+    captured = capsys.readouterr()
+    assert "predicted_mos on the scorer's 1-5 scale" in captured.out and "records no score scale" not in captured.err
+
+    # an output written before the column existed is resumed: its rows keep an empty (unknown) scale
+    second = save(smooth_photo(110, 95, seed=3), tmp_path / "b.png")
+    with open(output, "w", newline="") as handle:
+        handle.write("path,predicted_mos,error,scored_width,scored_height\n")
+        handle.write(f"{photo.resolve()},3.2500,,100,90\n")
+    assert cli.main(["score", str(photo), str(second), "--model", str(folder), "--output", str(output), "--resume"]) == score.EXIT_ALL_SCORED
+    assert {Path(row["path"]).name: row["score_scale"] for row in read_rows(output)} == {"a.png": "", "b.png": "1-5"}
+
+
+def test_a_scorer_json_without_a_scale_is_taken_as_avas_with_a_note(scorer, tmp_path, capsys):
+    config = json.loads((scorer / "scorer.json").read_text())
+    assert "score_min" not in config  # the module's scorer is saved without one, as before the scale was recorded
+    (tmp_path / "scorer.json").write_text(json.dumps(config))
+    assert score.scoring_scale(score.read_config(tmp_path), tmp_path) == score.FALLBACK_SCORE_SCALE == (1, 10)
+    err = capsys.readouterr().err
+    assert "records no score scale" in err and "AVA's 1-10 scale" in err
+
+
+@pytest.mark.parametrize("scale", [{"score_min": 5, "score_max": 1}, {"score_min": 1}, {"score_min": "1", "score_max": 5}, {"score_min": 1, "score_max": float("inf")}])
+def test_an_impossible_score_scale_is_refused_naming_the_file(scorer, head_file, tmp_path, scale):
+    config = {**json.loads((scorer / "scorer.json").read_text()), **scale}
+    (tmp_path / "scorer.json").write_text(json.dumps(config))
+    with pytest.raises(score.ScoringError, match=r"scorer.json: score_min and score_max must be finite numbers with score_min < score_max"):
+        score.read_config(tmp_path)
+    with pytest.raises(ValueError, match="score_min, score_max must be finite numbers"):
+        score.save_scorer(tmp_path / "new", head_file, "efficientnet_lite0", "imagenet", "narrow", trained_on="test", **{"score_max": None, **scale})
+
+
+def test_missing_imagenet_weights_of_the_backbone_are_exit_2_saying_where_to_put_them(tmp_path, monkeypatch, capsys):
+    # the authors' heads need Keras' InceptionResNetV2 weights, which no offline machine has
+    head = heads.single_1fc(INCEPTION_V3_CHANNELS)
+    head.save(tmp_path / "head.keras")
+    folder = score.save_scorer(tmp_path / "scorer", tmp_path / "head.keras", "inception_v3", "imagenet", "narrow", trained_on="test", max_side=800, score_min=1, score_max=10)
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path / "keras home"))
+    monkeypatch.setattr("keras.src.utils.file_utils.get_file", lambda *a, **k: (_ for _ in ()).throw(OSError("network unreachable")))
+    photo = save(smooth_photo(100, 90, seed=1), tmp_path / "a.png")
+    status = cli.main(["score", str(photo), "--model", str(folder), "--output", str(tmp_path / "scores.csv")])
+    err = capsys.readouterr().err
+    assert status == score.EXIT_USAGE and "Traceback" not in err
+    assert err.startswith(f"error: {folder}: cannot load its backbone: inception_v3: Keras could not download its ImageNet weights")
+    assert "https://storage.googleapis.com/tensorflow/keras-applications/inception_v3/inception_v3_weights_tf_dim_ordering_tf_kernels_notop.h5" in err
+    assert f"put it at {tmp_path / 'keras home' / 'models' / 'inception_v3_weights_tf_dim_ordering_tf_kernels_notop.h5'}" in err
+    assert "weights=<path" not in err and not (tmp_path / "scores.csv").exists()
 
 
 def test_missing_or_broken_scorer_folder_is_explained(tmp_path):

@@ -34,16 +34,23 @@ from __future__ import annotations
 
 import hashlib
 import json
-import tempfile
+import os
+import secrets
+import shutil
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
+
+from mlsp.errors import first_line
 
 # AVA's images are at most 800 x 800 px (paper, Sec. 1). The authors extracted their features from
 # the original images as stored (extract_mlsp.ipynb: input_shape ('orig',), batch of one image), so
 # their heads have seen photos up to 800 px on the longer side; new photos are brought to that range.
 AVA_MAX_SIDE = 800
+# AVA's MOS range (votes 1-10), the scale the authors' heads predict on.
+AVA_SCORE_SCALE = (1, 10)
 
 # Channel counts of the concatenated MLSP features (design notes; tests/test_backbones.py): a file
 # imported with --force is paired with the backbone whose features its first layer takes.
@@ -211,29 +218,59 @@ def identify(path, published=None) -> Identification:
     return Identification(size, sha256, None, reason, lfs_pointer)
 
 
-def _strings(values) -> list[str]:
+def _strings(values, where: str) -> list[str]:
+    """An HDF5 string attribute as a list of str; `where` (file, group, attribute) names it in the
+    AuthorsFileError raised for bytes that are not UTF-8."""
     values = np.atleast_1d(values)
-    return [value.decode("utf8") if isinstance(value, bytes) else str(value) for value in values]
+    try:
+        return [value.decode("utf8") if isinstance(value, bytes) else str(value) for value in values]
+    except UnicodeDecodeError as error:
+        raise AuthorsFileError(f"{where} holds bytes that are not UTF-8 text ({error.object[max(0, error.start - 8):error.end + 8]!r}), so not a name Keras 2 wrote") from None
 
 
-def _string_list_attribute(group, name: str) -> list[str] | None:
+def _string_list_attribute(group, name: str, where: str) -> list[str] | None:
     """A list-of-strings attribute as Keras 2 writes it: whole, or split into name0, name1, ... when
-    longer than HDF5's 64 KB object header allows (keras save_attributes_to_hdf5_group). None if absent."""
+    longer than HDF5's 64 KB object header allows (keras save_attributes_to_hdf5_group). None if absent.
+    where: the file and group, for messages."""
     if name in group.attrs:
-        return _strings(group.attrs[name])
+        return _strings(group.attrs[name], f"{where} attribute '{name}'")
     if f"{name}0" not in group.attrs:
         return None
     values, chunk = [], 0
     while f"{name}{chunk}" in group.attrs:
-        values += _strings(group.attrs[f"{name}{chunk}"])
+        values += _strings(group.attrs[f"{name}{chunk}"], f"{where} attribute '{name}{chunk}'")
         chunk += 1
     return values
+
+
+class StoredWeight(NamedTuple):
+    """One weight's dataset as the file declares it, read without its values: path in the file,
+    shape, dtype, and what HDF5 says of its storage (so that a dataset declared but never written,
+    or kept in another file, is refused before any value is read)."""
+
+    path: str
+    shape: tuple
+    dtype: np.dtype
+    external: bool      # values in a file outside this one (HDF5 external storage)
+    unwritten: str      # "" when every value is stored, else what is missing, in words
+
+
+def _unwritten(dataset) -> str:
+    """What of a dataset HDF5 never stored ("" when all is): reading it would give the fill value
+    (zeros) without an error, a head of zeros that scores every photo alike."""
+    if dataset.size == 0:
+        return ""
+    if dataset.chunks is None:
+        return "" if dataset.id.get_storage_size() > 0 else "declared but never written (no storage allocated)"
+    expected = int(np.prod([-(-extent // chunk) for extent, chunk in zip(dataset.shape, dataset.chunks)]))
+    stored = dataset.id.get_num_chunks()
+    return "" if stored >= expected else f"only {stored} of its {expected} chunks written"
 
 
 @dataclass
 class LegacyWeightsFile:
     """The layout of a Keras 2 weights file, read without its values. layers: layer name ->
-    {weight name (kernel, bias, ...): (dataset path in the file, shape)}, in the file's layer order."""
+    {weight name (kernel, bias, ...): StoredWeight (path, shape, ...)}, in the file's layer order."""
 
     path: Path
     backend: str
@@ -242,11 +279,13 @@ class LegacyWeightsFile:
 
 
 def read_layout(path) -> LegacyWeightsFile:
-    """Names and shapes of every weight in a Keras 2 legacy HDF5 weights file (values are not read).
+    """Names, shapes and storage of every weight in a Keras 2 legacy HDF5 weights file (values are
+    not read).
 
     Accepts a whole-model file too (weights under `model_weights`, as Keras 2's load_weights does).
     Raises AuthorsFileError naming the file (not HDF5, not the legacy layout, a backend other than
-    TensorFlow, Keras other than 2.x) or the layer (group or dataset missing, a weight named twice).
+    TensorFlow, Keras other than 2.x) or the layer (group or dataset missing, a weight named twice,
+    a name attribute that is not UTF-8).
     """
     import h5py
 
@@ -255,41 +294,56 @@ def read_layout(path) -> LegacyWeightsFile:
         handle = h5py.File(path, "r")
     except OSError as error:
         raise AuthorsFileError(f"{path}: cannot be read as HDF5 ({error})") from None
-    with handle:
-        root = handle
-        if "layer_names" not in handle.attrs and "model_weights" in handle:
-            root = handle["model_weights"]
-        layer_names = _string_list_attribute(root, "layer_names")
-        if layer_names is None:
-            raise AuthorsFileError(f"{path}: no root attribute 'layer_names', so not Keras 2's HDF5 weights layout (a Keras 3 .weights.h5?)")
-        backend = _strings(root.attrs.get("backend", b"?"))[0]
-        keras_version = _strings(root.attrs.get("keras_version", b"?"))[0]
-        if backend != "tensorflow":
-            # Theano / CNTK files store conv kernels flipped or transposed; Keras 2 converted them on load
-            raise AuthorsFileError(f"{path}: written with the '{backend}' backend; only TensorFlow's weight layout is read")
-        if not keras_version.startswith("2."):
-            raise AuthorsFileError(f"{path}: written by Keras {keras_version}; only Keras 2's legacy layout is read")
-        layers = {}
-        for layer in layer_names:
-            if layer not in root or not isinstance(root[layer], h5py.Group):
-                raise AuthorsFileError(f"{path}: layer '{layer}' is listed in layer_names but has no group")
-            group = root[layer]
-            weight_names = _string_list_attribute(group, "weight_names")
-            if weight_names is None:
-                raise AuthorsFileError(f"{path}: layer '{layer}' has no attribute 'weight_names'")
-            weights = {}
-            for full_name in weight_names:
-                dataset = group.get(full_name)
-                if not isinstance(dataset, h5py.Dataset):
-                    raise AuthorsFileError(f"{path}: layer '{layer}' lists weight '{full_name}' but the file has no such dataset")
-                # 'head_fc0/kernel:0' -> 'kernel'. The scope is usually the layer's name, but TF 1
-                # renames it ('head_fc0_1/...') when a notebook cell built the model twice, which
-                # Keras 2 itself ignores on load; the layer is identified by its group instead.
-                short = full_name.rsplit("/", 1)[-1].split(":", 1)[0]
-                if short in weights:
-                    raise AuthorsFileError(f"{path}: layer '{layer}' has two weights named '{short}'")
-                weights[short] = (dataset.name, tuple(int(n) for n in dataset.shape))
-            layers[layer] = weights
+    try:
+        with handle:
+            return _read_layout(path, handle)
+    except AuthorsFileError:
+        raise
+    except (OSError, ValueError, TypeError, KeyError, RuntimeError) as error:  # h5py's errors on a damaged or unusual file
+        raise AuthorsFileError(f"{path}: cannot be read as Keras 2 weights ({first_line(error)})") from None
+
+
+def _read_layout(path: Path, handle) -> LegacyWeightsFile:
+    import h5py
+
+    root = handle
+    if "layer_names" not in handle.attrs and "model_weights" in handle:
+        root = handle["model_weights"]
+    where = f"{path}: {'group /model_weights' if root is not handle else 'root'}"
+    layer_names = _string_list_attribute(root, "layer_names", where)
+    if layer_names is None:
+        raise AuthorsFileError(f"{path}: no root attribute 'layer_names', so not Keras 2's HDF5 weights layout (a Keras 3 .weights.h5?)")
+    backend = _strings(root.attrs.get("backend", b"?"), f"{where} attribute 'backend'")[0]
+    keras_version = _strings(root.attrs.get("keras_version", b"?"), f"{where} attribute 'keras_version'")[0]
+    if backend != "tensorflow":
+        # Theano / CNTK files store conv kernels flipped or transposed; Keras 2 converted them on load
+        raise AuthorsFileError(f"{path}: written with the '{backend}' backend; only TensorFlow's weight layout is read")
+    if not keras_version.startswith("2."):
+        raise AuthorsFileError(f"{path}: written by Keras {keras_version}; only Keras 2's legacy layout is read")
+    layers = {}
+    for layer in layer_names:
+        if not layer or layer not in root or not isinstance(root[layer], h5py.Group):
+            raise AuthorsFileError(f"{path}: layer '{layer}' is listed in layer_names but has no group")
+        group = root[layer]
+        weight_names = _string_list_attribute(group, "weight_names", f"{path}: layer '{layer}'")
+        if weight_names is None:
+            raise AuthorsFileError(f"{path}: layer '{layer}' has no attribute 'weight_names'")
+        weights = {}
+        for full_name in weight_names:
+            dataset = group.get(full_name) if full_name else None
+            if not isinstance(dataset, h5py.Dataset):
+                raise AuthorsFileError(f"{path}: layer '{layer}' lists weight '{full_name}' but the file has no such dataset")
+            # 'head_fc0/kernel:0' -> 'kernel'. The scope is usually the layer's name, but TF 1
+            # renames it ('head_fc0_1/...') when a notebook cell built the model twice, which
+            # Keras 2 itself ignores on load; the layer is identified by its group instead.
+            short = full_name.rsplit("/", 1)[-1].split(":", 1)[0]
+            if short in weights:
+                raise AuthorsFileError(f"{path}: layer '{layer}' has two weights named '{short}'")
+            weights[short] = StoredWeight(
+                dataset.name, tuple(int(n) for n in dataset.shape), dataset.dtype, dataset.external is not None,
+                "" if dataset.external is not None else _unwritten(dataset),
+            )
+        layers[layer] = weights
     return LegacyWeightsFile(path, backend, keras_version, layers)
 
 
@@ -335,6 +389,23 @@ def check_layout(layout: LegacyWeightsFile, plan: list[LayerPlan]) -> None:
         raise AuthorsFileError(f"{layout.path}: layer '{extra[0]}' has weights but is not part of the authors' head (unexpected: {', '.join(extra)})")
 
 
+def check_storage(layout: LegacyWeightsFile, plan: list[LayerPlan]) -> None:
+    """Every planned weight's dataset holds floating-point values stored in the file itself, all of
+    them written: a string-typed weight cannot be a number, an external file may be missing or
+    changed, and an unwritten dataset reads as zeros without any error. Reads metadata only.
+    Raises AuthorsFileError naming the file, the layer and the weight."""
+    for layer in plan:
+        for name in layer.shapes:
+            stored = layout.layers[layer.authors][name]
+            where = f"{layout.path}: layer '{layer.authors}' weight '{name}' ({stored.path})"
+            if stored.dtype.kind != "f":
+                raise AuthorsFileError(f"{where} holds values of type {stored.dtype}, not floating-point numbers (Keras 2 writes float32)")
+            if stored.external:
+                raise AuthorsFileError(f"{where} keeps its values in an external file (HDF5 external storage); only weights stored in the file itself are read")
+            if stored.unwritten:
+                raise AuthorsFileError(f"{where} is {stored.unwritten}: it would read as zeros, a head that scores every photo alike")
+
+
 def _check_our_head(model, plan: list[LayerPlan], head: str) -> None:
     """Our head must have the authors' weights, shapes and BN epsilon; a difference is a bug in
     mlsp.heads, not in the file (RuntimeError naming our layer)."""
@@ -358,38 +429,132 @@ class ImportedHead:
     layout: LegacyWeightsFile
 
 
-def build_head(path, head: str | None = None, channels: int | None = None) -> ImportedHead:
-    """Our head (`mlsp.heads`) holding the weights of the authors' file at `path`.
+@dataclass
+class ImportPlan:
+    """What a file will be imported as, found from its metadata alone: layout, head, input channels
+    and the layer plan, all checked."""
 
-    head, channels: what the file must be ("single_3fc" or "pool_3fc", input channels); None infers
-    them from the layer names and the first kernel's shape (`infer_head`). Every weight is matched by
-    the authors' layer name and the weight's name (never by order), and every shape is checked
-    before any value is read. Raises AuthorsFileError naming the file and the layer (also for a
-    weight holding NaN or infinite values).
-    """
-    import h5py
+    layout: LegacyWeightsFile
+    head: str
+    channels: int
+    plan: list
 
-    from mlsp import heads
 
+def plan_import(path, head: str | None = None, channels: int | None = None, known_channels=None) -> ImportPlan:
+    """Every check that HDF5's metadata allows (names, shapes, input channels, dtypes, storage),
+    before any value is read or any model built: a file declaring a huge shape costs nothing.
+    head, channels as in build_head; known_channels: {channels: backbone} the input channels must be
+    among (None: any). Raises AuthorsFileError naming the file and the layer."""
     layout = read_layout(path)
     if head is None or channels is None:
         head, channels = infer_head(layout)
     plan = weight_plan(head, channels)
     check_layout(layout, plan)
+    if known_channels is not None and channels not in known_channels:
+        known = ", ".join(f"{name} {count:,}" for count, name in known_channels.items())
+        raise AuthorsFileError(f"{layout.path}: layer '{plan[0].authors}' takes {channels:,} input channels; no backbone of this kit gives that many ({known})")
+    check_storage(layout, plan)
+    return ImportPlan(layout, head, channels, plan)
+
+
+def _read_weight(handle, layout: LegacyWeightsFile, layer: LayerPlan, name: str) -> np.ndarray:
+    stored = layout.layers[layer.authors][name]
+    where = f"{layout.path}: layer '{layer.authors}' weight '{name}'"
+    try:
+        value = np.asarray(handle[stored.path][()], dtype=np.float32)
+    except (OSError, ValueError, TypeError, RuntimeError) as error:  # a truncated file, a missing HDF5 filter
+        raise AuthorsFileError(f"{where} cannot be read ({first_line(error)})") from None
+    if not np.isfinite(value).all():  # a damaged file would score every photo NaN
+        raise AuthorsFileError(f"{where} holds NaN or infinite values")
+    if name == "moving_variance" and (value < 0).any():  # BN divides by sqrt(variance + epsilon): NaN scores
+        raise AuthorsFileError(f"{where} holds negative variances (smallest {value.min():g}), which no training writes")
+    return value
+
+
+def build_head(path, head: str | None = None, channels: int | None = None, planned: ImportPlan | None = None) -> ImportedHead:
+    """Our head (`mlsp.heads`) holding the weights of the authors' file at `path`.
+
+    head, channels: what the file must be ("single_3fc" or "pool_3fc", input channels); None infers
+    them from the layer names and the first kernel's shape (`infer_head`). planned: the result of
+    `plan_import` when the caller already has it. Every weight is matched by the authors' layer name
+    and the weight's name (never by order), and every name, shape and storage is checked before any
+    value is read. Raises AuthorsFileError naming the file and the layer (also for a weight holding
+    NaN or infinite values, a negative BN variance, and a head whose prediction for all-zero
+    features is not finite).
+    """
+    import h5py
+
+    from mlsp import heads
+
+    planned = planned or plan_import(path, head, channels)
+    layout, head, channels, plan = planned.layout, planned.head, planned.channels, planned.plan
     model = heads.build(head, channels)
     _check_our_head(model, plan, head)
-    with h5py.File(path, "r") as handle:
+    try:
+        handle = h5py.File(path, "r")
+    except OSError as error:
+        raise AuthorsFileError(f"{path}: cannot be read as HDF5 ({error})") from None
+    with handle:
         for layer in plan:
             for weight in model.get_layer(layer.ours).weights:
-                dataset_path = layout.layers[layer.authors][weight.name][0]
-                value = np.asarray(handle[dataset_path][()], dtype=np.float32)
-                if not np.isfinite(value).all():  # a damaged file would score every photo NaN
-                    raise AuthorsFileError(f"{layout.path}: layer '{layer.authors}' weight '{weight.name}' holds NaN or infinite values")
-                weight.assign(value)
+                weight.assign(_read_weight(handle, layout, layer, weight.name))
+    # finite weights can still overflow float32 on the way through the layers
+    probe = np.zeros((1, *model.input_shape[1:]), np.float32)
+    if not np.isfinite(np.asarray(model.predict_on_batch(probe))).all():
+        raise AuthorsFileError(f"{layout.path}: the head's prediction for all-zero features is not finite (weights too large for float32 arithmetic)")
     return ImportedHead(model, head, channels, layout)
 
 
 # --- the scorer folder ------------------------------------------------------------------------------
+
+
+def check_file(path) -> Path:
+    """The FILE argument: an existing, readable file. Raises AuthorsFileError naming it."""
+    path = Path(path)
+    if path.is_dir():
+        raise AuthorsFileError(f"{path}: is a folder; give the model_best_weights.h5 file in it")
+    if not path.exists():
+        raise AuthorsFileError(f"{path}: no such file" + (" (a symbolic link to a missing file)" if path.is_symlink() else ""))
+    if not path.is_file():  # a FIFO or a device would be hashed forever
+        raise AuthorsFileError(f"{path}: not a regular file; give the model_best_weights.h5 file")
+    try:
+        with open(path, "rb"):
+            pass
+    except OSError as error:
+        raise AuthorsFileError(f"{path}: cannot be read ({error.strerror or error})") from None
+    return path
+
+
+def check_output_folder(out) -> Path:
+    """The --out folder, checked before anything is read or built: it must not exist (or be an
+    empty folder), and its nearest existing parent must be a folder this process may write in.
+    A symbolic link to a folder is followed. Returns the folder to write (links resolved). Raises
+    AuthorsFileError naming the path."""
+    out = Path(out)
+    if out.is_symlink():
+        if not out.exists():
+            raise AuthorsFileError(f"{out}: is a symbolic link to {os.readlink(out)}, which does not exist; remove the link or choose another --out")
+        out = out.resolve()
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise AuthorsFileError(f"{out}: exists and is not an empty folder; choose another --out or remove it")
+    parent = out.parent
+    while not parent.exists() and not parent.is_symlink() and parent != parent.parent:
+        parent = parent.parent
+    if not parent.is_dir():
+        what = "a broken symbolic link" if parent.is_symlink() and not parent.exists() else "not a folder"
+        raise AuthorsFileError(f"{out}: cannot be made, {parent} is {what}; choose another --out")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise AuthorsFileError(f"{out}: cannot be made, the folder {parent} is not writable; choose another --out")
+    return out
+
+
+def _why_force_would_fail(path) -> str:
+    """"" when --force would import the file, else why not (from the metadata; values are not read)."""
+    try:
+        plan_import(path, known_channels=BACKBONE_BY_CHANNELS)
+    except AuthorsFileError as error:
+        return str(error)
+    return ""
 
 
 def import_authors(path, out, force: bool = False, published=None) -> tuple[Path, PublishedHead | None]:
@@ -401,47 +566,63 @@ def import_authors(path, out, force: bool = False, published=None) -> tuple[Path
     (whole image) and max_side 800 are assumed.
     out: the folder to write (must not exist, or be empty): head.keras, scorer.json (backbone with
     ImageNet weights; views 1 for the `orig` heads, 8 for `orig_aug`; max_side 800, AVA's largest
-    side, since the authors fed the original AVA images) and authors.json (where the weights came
-    from, and the layer mapping). Returns (folder, the PublishedHead or None when forced).
-    Raises AuthorsFileError (no such file, not published and not forced, a wrong layer name or shape,
-    no backbone for its input channels, an output folder in use).
+    side, since the authors fed the original AVA images; AVA's score scale 1-10) and authors.json
+    (where the weights came from, and the layer mapping). The folder is written under a temporary
+    name beside it and renamed when complete, so an interrupted or failed import leaves no `out`.
+    Returns (folder, the PublishedHead or None when forced).
+    Raises AuthorsFileError (no such file, a folder, unreadable, not published and not forced, a
+    wrong layer name, shape or storage, no backbone for its input channels, an output folder in use
+    or not writable).
     """
     from mlsp import score
 
-    path, out = Path(path), Path(out)
-    if not path.is_file():
-        raise AuthorsFileError(f"{path}: no such file")
-    if out.exists() and (not out.is_dir() or any(out.iterdir())):
-        raise AuthorsFileError(f"{out}: exists and is not an empty folder; choose another --out or remove it")
-    found = identify(path, published)
+    path = check_file(path)
+    out = check_output_folder(out)
+    try:
+        found = identify(path, published)
+    except OSError as error:
+        raise AuthorsFileError(f"{path}: cannot be read ({error.strerror or error})") from None
     match = found.match
-    if found.lfs_pointer or (match is None and not force):
-        hint = "" if found.lfs_pointer else ". Pass --force to import it anyway (the head is then inferred from its layer names and shapes)"
-        raise AuthorsFileError(found.reason + hint)
-    if match is not None:
-        imported = build_head(path, match.head, PUBLISHED_CHANNELS)
-        kind, views = match.kind, match.views
-    else:
-        imported = build_head(path)
-        kind, views = ("wide" if imported.head == "pool_3fc" else "narrow"), 1
-    plan = weight_plan(imported.head, imported.channels)
-    backbone = BACKBONE_BY_CHANNELS.get(imported.channels)
-    if backbone is None:
-        known = ", ".join(f"{name} {count:,}" for count, name in BACKBONE_BY_CHANNELS.items())
-        raise AuthorsFileError(
-            f"{path}: layer '{plan[0].authors}' takes {imported.channels:,} input channels; no backbone of this kit gives that many ({known})"
+    if found.lfs_pointer:
+        raise AuthorsFileError(found.reason)
+    if match is None and not force:
+        why_not = _why_force_would_fail(path)
+        hint = (
+            f"; --force would not help either: {why_not.removeprefix(f'{path}: ')}" if why_not
+            else ". Pass --force to import it anyway (the head is then inferred from its layer names and shapes)"
         )
+        raise AuthorsFileError(found.reason + hint)
+    planned = plan_import(path, *((match.head, PUBLISHED_CHANNELS) if match is not None else ()), known_channels=BACKBONE_BY_CHANNELS)
+    backbone = BACKBONE_BY_CHANNELS[planned.channels]
+    imported = build_head(path, planned=planned)
+    kind, views = (match.kind, match.views) if match is not None else (("wide" if imported.head == "pool_3fc" else "narrow"), 1)
     label = match.name if match else f"{path.name} (not a published file; imported with --force)"
     trained_on = f"AVA, by Hosu et al.: {label}; {backbone} {kind} MLSP features of the original images" + ("; 8 stored crops" if views == 8 else "")
-    with tempfile.TemporaryDirectory() as scratch:
-        head_file = Path(scratch) / "head.keras"
-        imported.model.save(head_file)
-        score.save_scorer(out, head_file, backbone, "imagenet", kind, trained_on=trained_on, max_side=AVA_MAX_SIDE, views=views)
     provenance = {
         "source": SOURCE, "file": str(path.resolve()), "size": found.size, "sha256": found.sha256,
         "published": asdict(match) if match else None, "head": imported.head, "input_channels": imported.channels,
         "keras_version": imported.layout.keras_version,
-        "layers": {layer.authors: layer.ours for layer in plan},
+        "layers": {layer.authors: layer.ours for layer in planned.plan},
     }
-    (out / "authors.json").write_text(json.dumps(provenance, indent=2))
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        # not mkdtemp: its mode 0700 would stay on the renamed folder; mkdir follows the umask
+        partial = out.parent / f".{out.name}.partial-{os.getpid()}-{secrets.token_hex(4)}"
+        partial.mkdir()
+    except OSError as error:
+        raise AuthorsFileError(f"{out}: cannot be made ({error.strerror or error}); choose another --out") from None
+    try:
+        imported.model.save(partial / "imported.keras")
+        score.save_scorer(
+            partial, partial / "imported.keras", backbone, "imagenet", kind, trained_on=trained_on, max_side=AVA_MAX_SIDE, views=views,
+            score_min=AVA_SCORE_SCALE[0], score_max=AVA_SCORE_SCALE[1],
+        )
+        (partial / "imported.keras").unlink()
+        (partial / "authors.json").write_text(json.dumps(provenance, indent=2))
+        os.rename(partial, out)  # replaces an empty folder; refused if something appeared in it meanwhile
+    except BaseException as error:  # KeyboardInterrupt too: nothing half-written is left behind
+        shutil.rmtree(partial, ignore_errors=True)
+        if isinstance(error, OSError):
+            raise AuthorsFileError(f"{out}: cannot be written ({error.strerror or error}); nothing was written") from None
+        raise
     return out, match

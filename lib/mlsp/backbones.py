@@ -20,11 +20,15 @@ from typing import Callable
 
 import keras
 
+from mlsp.errors import first_line
+
 BACKBONES = ("inception_v3", "inception_resnet_v2", "efficientnet_lite0")
 KERAS_WEIGHT_FILES = {
     "inception_v3": "inception_v3_weights_tf_dim_ordering_tf_kernels_notop.h5",
     "inception_resnet_v2": "inception_resnet_v2_weights_tf_dim_ordering_tf_kernels_notop.h5",
 }
+# Where Keras downloads them from (keras.applications' inception_v3.py / inception_resnet_v2.py).
+KERAS_WEIGHT_URLS = {name: f"https://storage.googleapis.com/tensorflow/keras-applications/{name}/{file}" for name, file in KERAS_WEIGHT_FILES.items()}
 
 
 @dataclass
@@ -62,9 +66,10 @@ def _inception(name: str, weights: str, input_shape) -> keras.Model:
             return constructor(include_top=False, weights="imagenet", input_shape=input_shape)
         except Exception as error:  # the download failed: say where the file goes
             raise WeightsUnavailable(
-                f"{name}: Keras could not download its ImageNet weights ({type(error).__name__}: {error}). "
-                f"Put {KERAS_WEIGHT_FILES[name]} at {cached} (Keras' cache), or pass weights=<path to that file>. "
-                "The kit never falls back to random weights."
+                f"{name}: Keras could not download its ImageNet weights ({first_line(error)}). "
+                f"Download {KERAS_WEIGHT_URLS[name]} on a machine with internet access and put it at {cached} (Keras' cache; "
+                "$KERAS_HOME/models when KERAS_HOME is set), or give that file's path instead of 'imagenet' (the notebooks' `weights` "
+                "parameter; a scorer folder's scorer.json \"weights\"). The kit never falls back to random weights."
             ) from None
     return constructor(include_top=False, weights=keras_weights, input_shape=input_shape)
 

@@ -51,7 +51,8 @@ def _score(args) -> int:
     scored = int(table["predicted_mos"].notna().sum())
     already = table.attrs.get("already_scored", 0)
     print(
-        f"scored {scored} of {len(table)} images ({already} already in the output), skipped {len(table) - scored} -> {args.output}",
+        f"scored {scored} of {len(table)} images ({already} already in the output), skipped {len(table) - scored} -> {args.output}"
+        f" (predicted_mos on the scorer's {score.scale_text(table.attrs['score_scale'])} scale)",
         file=sys.stderr if scored < len(table) else sys.stdout,
     )
     return score.exit_status(table)
@@ -60,13 +61,18 @@ def _score(args) -> int:
 def _import_authors(args) -> int:
     from mlsp import authors
 
+    import shlex
+
     try:
         folder, published = authors.import_authors(args.file, args.out, force=args.force)
     except authors.AuthorsFileError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print(f"interrupted: nothing was written to {args.out}; rerun the same command to import", file=sys.stderr)
+        return 130
     what = f"the authors' {published.name} (paper Table 3, {published.paper_row}: SRCC {published.paper_srcc})" if published else "a forced import (not a published file)"
-    print(f"wrote {folder}: {what}; score with `mlsp score PHOTOS --model {folder}`")
+    print(f"wrote {folder}: {what}; score with `mlsp score PHOTOS --model {shlex.quote(str(folder))}`")
     return 0
 
 
@@ -102,7 +108,7 @@ def main(argv: list[str] | None = None) -> int:
         "score",
         help="predict the MOS of photos with a trained model",
         description="Predict the MOS of photos: the mean of the scorer's predictions over 8 crops, one CSV row per file "
-        "(path, predicted_mos, error, scored_width, scored_height), written as each file is scored. Files that cannot "
+        "(path, predicted_mos, error, scored_width, scored_height, score_scale: the scorer's MOS range, e.g. 1-10 for AVA), written as each file is scored. Files that cannot "
         "be scored (unreadable, too small for the backbone, over the memory budget) get their reason in `error`.",
         epilog="exit status: 0 every file scored; 1 some files skipped (see `error`); 2 bad arguments, scorer folder or "
         "output (nothing scored); 3 no file scored (all skipped, or no image files found); 130 interrupted (rows so far kept).",
@@ -123,7 +129,8 @@ def main(argv: list[str] | None = None) -> int:
         description="Check a Keras 2 weights file against the authors' three published heads (size and sha256), map its "
         "layers by name and shape onto this kit's Pool-3FC or Single-3FC, and write a scorer folder for `mlsp score` "
         "(InceptionResNetV2 with Keras' ImageNet weights).",
-        epilog="exit status: 0 written; 2 refused (file not published, a layer missing or of another shape, output folder in use).",
+        epilog="exit status: 0 written; 2 refused (file missing, unreadable or not published, a layer missing or of another shape, "
+        "output folder in use or not writable; nothing written); 130 interrupted (nothing written).",
     )
     imported.add_argument("file", help="model_best_weights.h5 from subpic/ava-mlsp models/<name>/ (or https://osf.io/ubps5/files/)")
     imported.add_argument("--out", required=True, help="the scorer folder to write (must not exist, or be empty)")

@@ -39,6 +39,23 @@ import keras
 import tensorflow as tf
 
 STRATEGIES = ("none", "mirrored")
+NO_GPU = (
+    "distribute='mirrored' needs at least one GPU, and TensorFlow sees none (tf.config.list_physical_devices('GPU') is empty: "
+    "check the CUDA drivers); set distribute: none to train on the CPU"
+)
+
+
+def unavailable(name: str) -> str | None:
+    """Why `name` cannot train in this process (None when it can), found without building a
+    strategy or starting TensorFlow's runtime, so that `mlsp run` can refuse a profile before
+    notebook 00 rather than at notebook 02's first row: NO_GPU for "mirrored" when no GPU is visible
+    and the CPU is not split into several logical devices."""
+    if name != "mirrored" or tf.config.list_physical_devices("GPU"):
+        return None
+    cpus = tf.config.list_physical_devices("CPU")
+    # get_, not list_logical_devices: listing would start the runtime and freeze the device setup
+    split = tf.config.get_logical_device_configuration(cpus[0]) if cpus else None
+    return None if split and len(split) >= 2 else NO_GPU
 
 
 def strategy(name: str = "none") -> tf.distribute.Strategy:
@@ -59,7 +76,7 @@ def _mirrored() -> tf.distribute.MirroredStrategy:
     if not devices:
         devices = [device.name for device in tf.config.list_logical_devices("CPU")]
         if len(devices) < 2:
-            raise ValueError("distribute='mirrored' needs at least one GPU, and TensorFlow sees none (tf.config.list_physical_devices('GPU') is empty: check the CUDA drivers); set distribute: none to train on the CPU")
+            raise ValueError(NO_GPU)
         print(f"distribute='mirrored': no GPU visible; mirroring over the {len(devices)} logical CPU devices", flush=True)
     return tf.distribute.MirroredStrategy(devices)
 

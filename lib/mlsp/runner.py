@@ -55,6 +55,8 @@ def run_profile(
     resolved = resolve_profile(profile, notebooks, params_dir)  # every file is checked, before any notebook starts
     if overrides:
         resolved.update(resolve_profile(profile, chosen, params_dir, overrides))
+    check_devices(profile, chosen, resolved)
+    check_inputs(profile, chosen, resolved)
     if dry_run:
         for nb in chosen:
             log(f"ok  {nb.path.name}: {len(resolved[nb.stem])} parameters from params/{profile}/")
@@ -120,6 +122,38 @@ def run_profile(
         raise failure
     log(f"profile '{profile}': {len(timings)} notebooks in {time.perf_counter() - total_start:.1f} s" + (f" ({jobs} at a time where their inputs allow)" if jobs > 1 else ""))
     return timings
+
+
+def check_devices(profile: str, chosen: list[Notebook], resolved: dict) -> None:
+    """Refuse `distribute: mirrored` in a chosen notebook when this machine cannot mirror (no visible
+    GPU): otherwise it fails only at notebook 02's first row, after the whole feature extraction.
+    Notebooks not chosen are not asked about (data can be prepared on a machine without a GPU).
+    Raises ParameterError naming the parameter, the notebooks and the profile folder."""
+    from mlsp.parameters import declared_parameters
+
+    mirrored = [nb.path.name for nb in chosen if {**declared_parameters(nb.path), **resolved[nb.stem]}.get("distribute") == "mirrored"]
+    if not mirrored:
+        return
+    from mlsp import distribute  # TensorFlow: paid only by a profile that asks for mirroring
+
+    problem = distribute.unavailable("mirrored")
+    if problem:
+        raise ParameterError(f"params/{profile}/ (or --set): key 'distribute' is 'mirrored' for {', '.join(mirrored)}, but {problem}")
+
+
+def check_inputs(profile: str, chosen: list[Notebook], resolved: dict) -> None:
+    """Refuse input files and folders that a chosen notebook needs and that do not exist
+    (mlsp.parameter_rules.INPUT_CHECKS: notebook 00's labels_file and images_dir), so that the dry
+    run finds them. Notebooks not chosen are not asked about: their inputs may be gone once read.
+    Raises ParameterError naming the parameter, the path, the notebook and the profile folder."""
+    from mlsp.parameter_rules import INPUT_CHECKS
+    from mlsp.parameters import declared_parameters
+
+    for nb in chosen:
+        values = {**declared_parameters(nb.path), **resolved[nb.stem]}
+        found = [f"key '{key}': {problem}" for check in INPUT_CHECKS for key, problem in check(values)]
+        if found:
+            raise ParameterError(f"params/{profile}/ (or --set), {nb.path.name}: " + "; ".join(found))
 
 
 def dependencies(chosen: list[Notebook]) -> dict[str, set[str]]:

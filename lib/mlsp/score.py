@@ -39,12 +39,15 @@ def _openable_suffixes() -> frozenset[str]:
 
 
 IMAGE_SUFFIXES = _openable_suffixes()
-COLUMNS = ["path", "predicted_mos", "error", "scored_width", "scored_height"]
+COLUMNS = ["path", "predicted_mos", "error", "scored_width", "scored_height", "score_scale"]
 VIEWS = 8
 
 # A scorer.json written before `max_side` was recorded: every scorer the kit trained until then was
 # trained on AVA or on the embedded demo set, both at most 800 px on the longer side.
 FALLBACK_MAX_SIDE = 800
+# A scorer.json written before the score scale was recorded: the kit's scorers until then were
+# trained on AVA or on the embedded AVA-format demo set, both scored 1 to 10.
+FALLBACK_SCORE_SCALE = (1, 10)
 DEFAULT_MEMORY_BUDGET_GB = 2.0
 
 # Peak bytes per input pixel of one forward pass (preprocessing to float32 included), measured on
@@ -79,16 +82,28 @@ class Scorer:
     min_side: int
     forward: Callable
     views: int = VIEWS  # 8: mean over the 8 crops (heads trained on the stored views); 1: the whole image ("-aug" rows)
+    score_scale: tuple = FALLBACK_SCORE_SCALE  # (score_min, score_max) of the MOS the head was trained on
 
 
-def save_scorer(folder, head_path, backbone: str, weights: str, kind: str, trained_on: str, max_side: int | None = None, views: int = VIEWS) -> Path:
+def scale_text(scale) -> str:
+    """A score scale as the output's score_scale column writes it: "1-10"."""
+    return f"{scale[0]:g}-{scale[1]:g}"
+
+
+def save_scorer(
+    folder, head_path, backbone: str, weights: str, kind: str, trained_on: str, max_side: int | None = None, views: int = VIEWS,
+    score_min: float | None = None, score_max: float | None = None,
+) -> Path:
     """Write a scorer folder: the head at `head_path` copied to head.keras, and scorer.json.
 
     max_side: the largest side (pixels) of the images the head was trained on; photos are brought
     to it before scoring. None records nothing, and scoring falls back to 800 px (AVA's largest
     side) with a note. views: 8 when the head was trained on the 8 stored views (scores are the mean
-    over the 8 crops), 1 when on the whole image (the paper's "-aug" rows). Raises ValueError for
-    max_side < 1, views other than 1 or 8, or an unknown kind.
+    over the 8 crops), 1 when on the whole image (the paper's "-aug" rows). score_min, score_max:
+    the MOS scale of the training labels (metadata.json's; AVA 1-10, KonIQ-10k 1-5), so that scores
+    are read on the right scale; None records none (scoring then assumes AVA's, with a note).
+    Raises ValueError for max_side < 1, views other than 1 or 8, an unknown kind, or a scale that
+    is not two finite numbers with score_min < score_max (or only one of them given).
     """
     if views not in (1, VIEWS):
         raise ValueError(f"views must be 1 (whole image) or {VIEWS} (the crops), got {views!r}")
@@ -96,6 +111,8 @@ def save_scorer(folder, head_path, backbone: str, weights: str, kind: str, train
         raise ValueError(f"kind '{kind}' is not one of {FEATURE_KINDS}")
     if max_side is not None and (isinstance(max_side, bool) or int(max_side) != max_side or max_side < 1):
         raise ValueError(f"max_side must be a positive integer or None, got {max_side!r}")
+    if (score_min is None) != (score_max is None) or (score_min is not None and _scale_problem(score_min, score_max)):
+        raise ValueError(f"score_min, score_max must be finite numbers with score_min < score_max (or both None), got {score_min!r}, {score_max!r}")
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     head = _load_head(head_path)
@@ -103,23 +120,32 @@ def save_scorer(folder, head_path, backbone: str, weights: str, kind: str, train
     config = {"backbone": backbone, "weights": weights, "kind": kind, "input_mode": "original", "views": int(views), "trained_on": trained_on}
     if max_side is not None:
         config["max_side"] = int(max_side)
+    if score_min is not None:
+        config["score_min"], config["score_max"] = score_min, score_max
     (folder / "scorer.json").write_text(json.dumps(config, indent=2))
     return folder
+
+
+def _scale_problem(score_min, score_max) -> bool:
+    numbers = all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in (score_min, score_max))
+    return not (numbers and score_min < score_max)
 
 
 def _load_head(path) -> keras.Model:
     # The heads' custom layers (ChannelSlice of Multi-3FC) are registered with Keras when mlsp.heads
     # is imported; a fresh process that only loads a file would not know them.
     import mlsp.heads  # noqa: F401
+    import mlsp.train  # noqa: F401  (FusedAdam, the optimizer heads are saved with)
 
     return keras.models.load_model(path)
 
 
 def read_config(model_dir) -> dict:
-    """scorer.json of a scorer folder, checked; `max_side` is None when the file predates it.
+    """scorer.json of a scorer folder, checked; `max_side`, `score_min` and `score_max` are None when
+    the file predates them.
 
     Raises ScoringError naming the file: missing, not JSON, a missing key, an unknown backbone or
-    kind, a max_side that is not a positive integer.
+    kind, a max_side that is not a positive integer, a score scale that is not score_min < score_max.
     """
     path = Path(model_dir) / "scorer.json"
     if not path.is_file():
@@ -141,7 +167,26 @@ def read_config(model_dir) -> dict:
     views = config.get("views", VIEWS)
     if views not in (1, VIEWS) or isinstance(views, bool):
         raise ScoringError(f"{path}: views must be 1 (whole image) or {VIEWS} (the crops), found {views!r}")
-    return {**config, "max_side": max_side, "views": views}
+    score_min, score_max = config.get("score_min"), config.get("score_max")
+    if (score_min is not None or score_max is not None) and _scale_problem(score_min, score_max):
+        raise ScoringError(f"{path}: score_min and score_max must be finite numbers with score_min < score_max, found {score_min!r}, {score_max!r}")
+    return {**config, "max_side": max_side, "views": views, "score_min": score_min, "score_max": score_max}
+
+
+def scoring_scale(config: dict, model_dir, note: bool = True) -> tuple:
+    """(score_min, score_max) the scorer's predictions are on: scorer.json's, or AVA's 1-10
+    (FALLBACK_SCORE_SCALE, with a note on stderr when `note`) for a scorer.json written before
+    the scale was recorded."""
+    if config["score_min"] is not None:
+        return (config["score_min"], config["score_max"])
+    if note:
+        print(
+            f"note: {Path(model_dir) / 'scorer.json'} records no score scale (written before it was); its scores are taken to be on "
+            f"AVA's {scale_text(FALLBACK_SCORE_SCALE)} scale, as every scorer the kit trained until then. Re-save the scorer with "
+            "save_scorer(..., score_min=..., score_max=...) to record its own.",
+            file=sys.stderr,
+        )
+    return FALLBACK_SCORE_SCALE
 
 
 def scoring_max_side(config: dict, model_dir) -> int:
@@ -163,8 +208,12 @@ def load_scorer(model_dir, cache_dir=None) -> Scorer:
     model_dir = Path(model_dir)
     config = read_config(model_dir)
     max_side = scoring_max_side(config, model_dir)
+    scale = scoring_scale(config, model_dir)
     head = _load_head(model_dir / "head.keras")
-    backbone = backbones.load(config["backbone"], config["weights"], cache_dir=cache_dir)
+    try:
+        backbone = backbones.load(config["backbone"], config["weights"], cache_dir=cache_dir)
+    except (backbones.WeightsUnavailable, FileNotFoundError) as error:
+        raise ScoringError(f"{model_dir}: cannot load its backbone: {error}") from None
     channels = sum(backbone.block_channels())
     features_shape = (channels,) if config["kind"] == "narrow" else (WIDE_SIZE, WIDE_SIZE, channels)
     if tuple(head.input_shape[1:]) != features_shape:
@@ -174,7 +223,7 @@ def load_scorer(model_dir, cache_dir=None) -> Scorer:
         )
     forward = traced(mlsp_model(backbone, kinds=(config["kind"],)))
     min_side = backbones.min_image_side(config["backbone"], augment=config["views"] == VIEWS)
-    return Scorer(model_dir, backbone, head, config["kind"], max_side, min_side, forward, config["views"])
+    return Scorer(model_dir, backbone, head, config["kind"], max_side, min_side, forward, config["views"], scale)
 
 
 def collect(paths) -> list[Path]:
@@ -263,7 +312,8 @@ def score_image(scorer: Scorer, image: np.ndarray, memory_budget_bytes: float) -
 def score_file(scorer: Scorer, path: Path, full_resolution: bool, memory_budget_bytes: float) -> dict:
     """One output row for one file: its score and scored size, or its error (never raises for a bad file)."""
     # absolute: a resume from another working directory must not take one file for another
-    row = {"path": os.path.abspath(path), "predicted_mos": np.nan, "error": "", "scored_width": np.nan, "scored_height": np.nan}
+    row = {"path": os.path.abspath(path), "predicted_mos": np.nan, "error": "", "scored_width": np.nan, "scored_height": np.nan,
+           "score_scale": scale_text(scorer.score_scale)}
     try:
         size = images.read_size(path, apply_exif_orientation=True)
         side = None if full_resolution else scoring_side(size, scorer.max_side, scorer.min_side)
@@ -347,6 +397,7 @@ def _formatted(row: dict) -> dict:
     return {
         "path": row["path"], "predicted_mos": number(row["predicted_mos"], "{:.4f}"), "error": row["error"] or "",
         "scored_width": number(row["scored_width"], "{:d}"), "scored_height": number(row["scored_height"], "{:d}"),
+        "score_scale": row.get("score_scale") or "",  # rows of an output written before the column existed: unknown
     }
 
 
@@ -371,7 +422,8 @@ def read_scored_rows(path) -> tuple[dict[str, dict], list[dict]]:
                     continue
                 if row.get("path") and math.isfinite(score) and not row.get("error"):
                     size = [_integer_or_nan(row.get(key)) for key in ("scored_width", "scored_height")]
-                    kept = {"path": row["path"], "predicted_mos": score, "error": "", "scored_width": size[0], "scored_height": size[1]}
+                    kept = {"path": row["path"], "predicted_mos": score, "error": "", "scored_width": size[0], "scored_height": size[1],
+                            "score_scale": row.get("score_scale") or ""}
                     if os.path.isabs(row["path"]):
                         done[row["path"]] = kept
                     else:
@@ -413,7 +465,7 @@ def score_paths(
     memory_budget_gb = DEFAULT_MEMORY_BUDGET_GB if memory_budget_gb is None else memory_budget_gb
     if not (memory_budget_gb > 0 and math.isfinite(memory_budget_gb)):
         raise ScoringError(f"--memory-budget must be a positive number of GB, got {memory_budget_gb}")
-    read_config(model_dir)  # a wrong folder is reported before the output is touched
+    config = read_config(model_dir)  # a wrong folder is reported before the output is touched
     files = collect(paths)
     if output is not None and os.path.abspath(output) in {os.path.abspath(path) for path in files}:
         raise ScoringError(f"{output}: is one of the files to score; choose another --output")
@@ -446,6 +498,7 @@ def score_paths(
             scores_file.close()
     table = pd.DataFrame(rows, columns=COLUMNS)
     table.attrs["already_scored"] = already
+    table.attrs["score_scale"] = scoring_scale(config, model_dir, note=False)
     return table
 
 
