@@ -333,3 +333,80 @@ def test_the_one_regex_fast_path_accepts_exactly_what_the_field_checks_accept(tm
         accepted = {problem.line for problem in problems} ^ set(range(1, len(texts) + 1))
         expected = {number for number, text in enumerate(texts, start=1) if data._ava_row_problem(text.split()) is None}
         assert accepted == expected and len(table) == len(expected) > 20 and len(problems) > 100
+
+
+def test_an_ava_txt_with_more_than_a_quarter_of_its_rows_rejected_stops_before_any_image_is_read(tmp_path, monkeypatch):
+    make_ava(tmp_path, {str(i): rgb() for i in range(6)}, test_ids=["0"])
+    good = (tmp_path / "AVA.txt").read_text()
+    (tmp_path / "AVA.txt").write_text("index image_id c1 c2\n" + good + "".join(f"{7 + i},{200 + i},1,1,1,1,1,1,1,1,1,1,0,0,1\n" for i in range(3)))
+    monkeypatch.setattr(data, "image_info", never_read)
+    with pytest.raises(data.DataError, match=r"AVA.txt: 3 of its 9 rows were rejected, more than 25%: .*AVA.txt: index image_id c1 ... c10 .*First rejected: line 8: expected 15 fields") as caught:
+        data.read_ava(tmp_path, seed=0, validation_fraction=0.5, progress=False)
+    assert [problem.line for problem in caught.value.problems if problem.kind == data.AVA_ROW] == [1, 8, 9, 10]  # the header is reported, not counted
+    (tmp_path / "AVA.txt").write_text(good + "7,200,1,1,1,1,1,1,1,1,1,1,0,0,1\n")  # 1 of 7: a bad row, reported
+    monkeypatch.undo()
+    _, _, problems = data.read_ava(tmp_path, seed=0, validation_fraction=0.5, progress=False)
+    assert [problem.line for problem in problems if problem.kind == data.AVA_ROW] == [7]
+
+
+def test_an_ava_images_folder_that_cannot_be_listed_is_one_error_naming_it(tmp_path, monkeypatch):
+    import os
+
+    make_ava(tmp_path, {str(i): rgb() for i in range(4)}, test_ids=["0"])
+    scandir = os.scandir
+
+    def denied(path="."):  # chmod 000 as seen by a user other than root (root reads whatever the mode)
+        if str(path) == str(tmp_path / "images"):
+            raise PermissionError(13, "Permission denied", str(path))
+        return scandir(path)
+
+    monkeypatch.setattr(os, "scandir", denied)
+    with pytest.raises(data.DataError, match=r"images: ava_dir's images folder cannot be read \(Permission denied\)"):
+        data.read_ava(tmp_path, seed=0, validation_fraction=0.5, progress=False)
+
+
+def test_image_info_reports_a_folder_that_cannot_be_searched_as_unreadable_not_missing(tmp_path, monkeypatch):
+    import pathlib
+
+    rgb()(tmp_path / "a.jpg")
+    stat = pathlib.Path.stat
+
+    def denied(self, *args, **kwargs):
+        if self.name == "a.jpg":
+            raise PermissionError(13, "Permission denied", str(self))
+        return stat(self, *args, **kwargs)
+
+    monkeypatch.setattr(pathlib.Path, "stat", denied)
+    assert data.image_info(tmp_path / "a.jpg") == (0, 0, "unreadable: Permission denied (a folder on its path cannot be searched: check its permissions)")
+    monkeypatch.undo()
+    assert data.image_info(tmp_path / "gone.jpg") == (0, 0, data.FILE_MISSING)
+    assert data.image_info(tmp_path / "a.jpg" / "below.jpg") == (0, 0, data.FILE_MISSING)  # a file where a folder should be
+
+
+def test_set_aside_keeps_a_completed_runs_outputs_and_drops_a_failed_runs_reports(tmp_path):
+    metadata, report, absent = tmp_path / "metadata.csv", tmp_path / "malformed_rows.csv", tmp_path / "data.json"
+    metadata.write_text("old metadata\n")
+    report.write_text("old report\n")
+    kept, removed = data.set_aside([metadata, report, absent], completed=metadata)
+    assert kept == [tmp_path / "metadata.previous.csv", tmp_path / "malformed_rows.previous.csv"] and not removed
+    assert (tmp_path / "metadata.previous.csv").read_text() == "old metadata\n" and not metadata.exists() and not report.exists()
+    report.write_text("failed run's report\n")  # a second failure: no completed run's outputs to keep
+    kept, removed = data.set_aside([metadata, report, absent], completed=metadata)
+    assert not kept and removed == [report] and not report.exists()
+    assert (tmp_path / "malformed_rows.previous.csv").read_text() == "old report\n"  # the completed run's, untouched
+
+
+def test_an_ava_txt_that_cannot_be_read_is_named(tmp_path, monkeypatch):
+    import pathlib
+
+    make_ava(tmp_path, {"1": rgb()}, test_ids=["1"])
+    read_bytes = pathlib.Path.read_bytes
+
+    def denied(self):  # chmod 000 as seen by a user other than root
+        if self.name == "AVA.txt":
+            raise PermissionError(13, "Permission denied", str(self))
+        return read_bytes(self)
+
+    monkeypatch.setattr(pathlib.Path, "read_bytes", denied)
+    with pytest.raises(PermissionError, match=r"AVA.txt: the AVA.txt cannot be read \(Permission denied\); check its permissions"):
+        data.read_ava(tmp_path, seed=0, progress=False)

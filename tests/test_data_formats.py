@@ -297,7 +297,7 @@ def test_missing_labels_file_or_images_folder_is_named(tmp_path):
     with pytest.raises(FileNotFoundError, match="nope: images_dir not found"):
         labels.read_labelled("csv", tmp_path / "labels.csv", tmp_path / "nope", KONIQ, seed=0)
     (tmp_path / "images").mkdir()
-    with pytest.raises(FileNotFoundError, match="labels.csv: labels file not found"):
+    with pytest.raises(FileNotFoundError, match="labels.csv: labels_file not found"):
         labels.read_labelled("csv", tmp_path / "labels.csv", tmp_path / "images", KONIQ, seed=0)
 
 
@@ -433,7 +433,238 @@ def test_format_parameters_are_checked_before_any_notebook_starts(pairs, message
     assert message in str(refused.value)
 
 
-def test_the_custom_profile_template_passes_the_dry_run_without_its_data():
+def test_the_custom_profile_template_resolves_without_its_data_and_its_dry_run_names_what_is_missing(capsys, tmp_path):
+    from mlsp import cli
+
     resolved = resolve_profile("custom", list_notebooks())  # its labels file is the user's to provide
     assert resolved["00_data"]["data_format"] == "koniq10k"
     assert data.resolve_scale("koniq10k", *(resolved["00_data"][key] for key in ("score_min", "score_max", "accuracy_threshold"))) == KONIQ
+    assert cli.main(["run", "--profile", "custom", "--dry-run"]) == 2  # the dry run of the notebooks to run checks their inputs
+    message = capsys.readouterr().err
+    assert "00_data.ipynb: key 'labels_file': no such file: " in message and "data/koniq10k/koniq10k_scores_and_distributions.csv" in message
+    assert "key 'images_dir': no such folder: " in message and message.count("\n") == 1
+    assert cli.main(["run", "--profile", "custom", "--dry-run", "--only", "02"]) == 0  # notebook 00 not run: its inputs are not needed
+    labels_file = write(tmp_path, "image_name,MOS\na.jpg,3\n")
+    assert cli.main(["run", "--profile", "custom", "--dry-run", "--set", f"labels_file={labels_file}", "--set", f"images_dir={tmp_path}"]) == 0
+    assert cli.main(["run", "--profile", "custom", "--dry-run", "--set", f"labels_file={tmp_path}", "--set", f"images_dir={labels_file}"]) == 2
+    message = capsys.readouterr().err
+    assert f"key 'labels_file': no such file: {tmp_path} (it is a folder); key 'images_dir': no such folder: {labels_file} (it is a file)" in message
+
+
+@pytest.mark.parametrize(
+    ("profile", "pairs", "message"),
+    [
+        ("paper", ["labels_file=labels.csv"], "--set: data_format 'ava' reads ava_dir (AVA.txt, generic_test.jpgl, images/); labels_file would be ignored: unset it"),
+        ("custom", ["data_format=ava"], "--set: data_format 'ava' reads ava_dir (AVA.txt, generic_test.jpgl, images/); labels_file and images_dir would be ignored"),
+        ("paper", ["data_format=csv"], "--set: data_format 'csv' needs labels_file and images_dir"),
+        ("paper", ["data_format=csv", "labels_file=a.csv", "images_dir=images"], "--set: data_format 'csv' has no scale of its own: give score_min, score_max, accuracy_threshold"),
+        ("custom", ["data_format=csv", "score_min=null"], "--set: data_format 'csv' has no scale of its own: give score_min"),
+        ("custom", ["generate_embedded=true"], "--set: generate_embedded writes the embedded set in AVA's layout; with data_format 'koniq10k' set generate_embedded: false"),
+        ("paper", ["score_max=5", "accuracy_threshold=3"], "--set: AVA's MOS is a mean of votes 1 to 10"),
+    ],
+)
+def test_format_parameters_that_contradict_each_other_are_refused_before_any_notebook_starts(profile, pairs, message):
+    with pytest.raises(ParameterError) as refused:
+        resolve_profile(profile, list_notebooks(), overrides=parse_overrides(pairs))
+    assert message in str(refused.value)
+
+
+def test_a_contradiction_is_blamed_on_the_file_that_made_it(tmp_path):
+    shutil.copytree(REPO / "params" / "custom", tmp_path / "custom")
+    own = tmp_path / "custom" / "00_data.yaml"
+    own.write_text(own.read_text().replace("data_format: koniq10k", "data_format: ava"))
+    with pytest.raises(ParameterError, match=r"custom/00_data.yaml: data_format 'ava' reads ava_dir"):
+        resolve_profile("custom", list_notebooks(), tmp_path)
+
+
+# ---- decimal commas, a file read in the wrong layout, Excel's empty columns, aliases, names -------
+
+
+def test_decimal_commas_are_read_in_a_semicolon_file_in_every_numeric_column(tmp_path):
+    table, problems = labels.read_labels(write(tmp_path, "image;mos;votes_1;votes_2\na.jpg;1,5;3;1\nb.jpg;7,25;0;2\nc.jpg;6.5;1;1\n"), "csv", data.ScoreScale(1, 10, 5))
+    assert not problems and list(table["mos"]) == [1.5, 7.25, 6.5]  # a dot still reads
+    koniq = "image_name;c1;c2;c3;c4;c5;c_total;MOS;SD\na.jpg;0;1;2;1;0;4;3,0;0,707\n"
+    table, problems = labels.read_labels(write(tmp_path, koniq), "koniq10k", KONIQ)
+    assert not problems and table["mos"][0] == 3.0 and table["mos_std"][0] == pytest.approx(0.707)
+
+
+def test_a_decimal_comma_outside_a_semicolon_file_is_rejected_with_a_hint(tmp_path):
+    found = rejected(tmp_path, 'image,mos\na.jpg,"1,5"\nb.jpg,5\n')
+    assert found == [(2, "column 'mos' (2): '1,5' is not a number (decimal commas are read only in ;-separated files)")]
+
+
+@pytest.mark.parametrize(
+    ("data_format", "text"),
+    [
+        ("csv", "image\tmos\n" + "".join(f"p{index}.png\t{index % 9 + 1},5\n" for index in range(6)) + "p6.png\t3\np7.png\t4\n"),
+        ("koniq10k", "image_name,MOS,SD\n" + "".join(f'p{index}.png,"{index % 4 + 1},5",0.5\n' for index in range(6)) + "p6.png,3,0.5\np7.png,4,0.5\n"),
+    ],
+)
+def test_a_file_whose_rows_are_mostly_rejected_stops_the_run_and_keeps_its_rejected_rows(tmp_path, monkeypatch, data_format, text):
+    (tmp_path / "images").mkdir()
+    monkeypatch.setattr(data, "image_info", never_read)  # stops before any image is read
+    with pytest.raises(data.DataError) as caught:
+        labels.read_labelled(data_format, write(tmp_path, text), tmp_path / "images", data.ScoreScale(1, 10, 5), seed=0, test_fraction=0.5, validation_fraction=0.5, progress=False)
+    message = str(caught.value)
+    assert "labels.csv: 6 of its 8 rows were rejected, more than 25%" in message and "line 2: column " in message and "malformed_rows.csv" in message
+    assert [problem.line for problem in caught.value.problems] == [2, 3, 4, 5, 6, 7]  # what the notebook writes to malformed_rows.csv
+
+
+def test_a_quarter_of_the_rows_rejected_is_still_a_file_with_bad_rows_and_more_is_not(tmp_path, monkeypatch):
+    names = [f"p{index}.png" for index in range(8)]
+    make_images(tmp_path / "images", names)
+    mos = ["5", "6", "4", "7", "3", "8", "x", "y"]
+    text = "image,mos\n" + "".join(f"{name},{value}\n" for name, value in zip(names, mos))
+    metadata, _, problems, _ = labels.read_labelled("csv", write(tmp_path, text), tmp_path / "images", data.ScoreScale(1, 10, 5), seed=0, test_fraction=0.25, validation_fraction=0.25, progress=False)
+    assert len(metadata) == 6 and [problem.line for problem in problems] == [8, 9]  # 2 of 8: reported, and the run goes on
+    mos[5] = "z"
+    text = "image,mos\n" + "".join(f"{name},{value}\n" for name, value in zip(names, mos))
+    with pytest.raises(data.DataError, match=r"labels.csv: 3 of its 8 rows were rejected, more than 25%: is the file in the expected layout \(csv: image, mos"):
+        labels.read_labelled("csv", write(tmp_path, text), tmp_path / "images", data.ScoreScale(1, 10, 5), seed=0, test_fraction=0.25, validation_fraction=0.25, progress=False)
+
+
+def test_excels_empty_trailing_columns_are_ignored_and_named_columns_keep_their_policy(tmp_path):
+    text = "image,mos,,\na.jpg,5,,\nb.jpg,6\nc.jpg,7,,,\nd.jpg,8,,note\n"
+    table, problems = labels.read_labels(write(tmp_path, text), "csv", data.ScoreScale(1, 10, 5))
+    assert list(table["image_id"]) == ["a.jpg", "b.jpg", "d.jpg"]  # rows with or without the empty columns
+    assert [(problem.line, problem.reason) for problem in problems] == [(4, "expected 2 to 4 fields as in the header, found 5")]
+    table, problems = labels.read_labels(write(tmp_path, "image,mos,photographer\na.jpg,5,Ann\n"), "csv", data.ScoreScale(1, 10, 5))
+    assert not problems and list(table["image_id"]) == ["a.jpg"]  # a named column the format does not use is ignored, as before
+    with pytest.raises(ValueError, match=r"line 1: column 'mos' appears twice"):  # unnamed columns only are exempt
+        labels.read_labels(write(tmp_path, "image,mos,,mos\na.jpg,5,,5\n"), "csv", data.ScoreScale(1, 10, 5))
+
+
+@pytest.mark.parametrize("name", ["split", "Subset", "partition"])
+def test_the_set_column_is_found_under_its_common_other_names(tmp_path, name):
+    table, problems = labels.read_labels(write(tmp_path, f"image,mos,{name}\na.jpg,5,test\nb.jpg,6,training\n"), "csv", data.ScoreScale(1, 10, 5))
+    assert not problems and list(table["set"]) == ["test", "train"]
+
+
+def test_two_set_columns_are_refused_naming_both_and_the_expected_name(tmp_path):
+    with pytest.raises(ValueError, match=r"labels.csv, line 1: columns 'set', 'split' would each be the set column; keep one, named 'set'"):
+        labels.read_labels(write(tmp_path, "image,mos,split,set\na.jpg,5,test,train\n"), "csv", data.ScoreScale(1, 10, 5))
+
+
+def test_paths_through_parent_folders_are_duplicates_of_the_plain_name(tmp_path):
+    found = rejected(tmp_path, "image,mos\nimg05.jpg,5\nsub/../img05.jpg,6\nsub/./x/../img06.jpg,4\nsub/img06.jpg,4\n")
+    assert found == [(3, "column 'image' (1): duplicate image (first at line 2, kept)"), (5, "column 'image' (1): duplicate image (first at line 4, kept)")]
+
+
+def test_names_in_the_other_unicode_normalisation_find_their_file_and_are_duplicates(tmp_path):
+    import unicodedata
+
+    nfc, nfd = unicodedata.normalize("NFC", "caf\u00e9.png"), unicodedata.normalize("NFD", "caf\u00e9.png")
+    assert nfc != nfd
+    make_images(tmp_path / "images", [nfd, "sous-bois/" + nfc] + [f"p{index}.png" for index in range(4)])  # saved on macOS: NFD
+    rows = [f"{nfc},5", f"sous-bois/{nfd},6", f"{nfd},7"] + [f"p{index}.png,{index + 3}" for index in range(4)]
+    metadata, unreadable, problems, _ = labels.read_labelled("csv", write(tmp_path, "image,mos\n" + "\n".join(rows) + "\n"), tmp_path / "images", data.ScoreScale(1, 10, 5), seed=0, test_fraction=0.3, validation_fraction=0.3, progress=False)
+    assert unreadable.empty and len(metadata) == 6
+    paths = {image_id: path for image_id, path in zip(metadata["image_id"], data.image_paths(metadata))}
+    assert paths[nfc].name == nfd and paths[nfc].is_file() and paths[f"sous-bois/{nfd}"].name == nfc
+    assert [(problem.line, problem.reason) for problem in problems] == [(4, "column 'image' (1): duplicate image (first at line 2, kept)")]
+
+
+def locked_folder(monkeypatch, folder):
+    """Make `folder` behave as with chmod 000 for a user other than root: its entries cannot be
+    listed, nor anything inside it reached. As root (these tests' usual user) chmod denies nothing."""
+    import os
+    import pathlib
+
+    stat, scandir = pathlib.Path.stat, os.scandir
+
+    def denied(path):
+        return PermissionError(13, "Permission denied", str(path))
+
+    def locked_stat(self, *args, **kwargs):
+        if folder in self.parents:
+            raise denied(self)
+        return stat(self, *args, **kwargs)
+
+    def locked_scandir(path="."):
+        if folder == pathlib.Path(path) or folder in pathlib.Path(path).parents:
+            raise denied(path)
+        return scandir(path)
+
+    monkeypatch.setattr(pathlib.Path, "stat", locked_stat)
+    monkeypatch.setattr(os, "scandir", locked_scandir)
+
+
+def test_an_image_in_a_folder_that_cannot_be_searched_is_listed_as_unreadable(tmp_path, monkeypatch):
+    names = [f"p{index}.png" for index in range(6)] + ["locked/q.png"]
+    make_images(tmp_path / "images", names)
+    locked_folder(monkeypatch, tmp_path / "images" / "locked")
+    text = "image,mos\n" + "".join(f"{name},{index + 2}\n" for index, name in enumerate(names))
+    metadata, unreadable, _, _ = labels.read_labelled("csv", write(tmp_path, text), tmp_path / "images", data.ScoreScale(1, 10, 5), seed=0, test_fraction=0.3, validation_fraction=0.3, progress=False)
+    assert len(metadata) == 6 and list(unreadable["image_id"]) == ["locked/q.png"]
+    assert unreadable["reason"][0] == "unreadable: Permission denied (a folder on its path cannot be searched: check its permissions)"
+
+
+def test_an_images_folder_that_cannot_be_read_is_one_error_naming_it(tmp_path, monkeypatch):
+    make_images(tmp_path / "images", ["p0.png"])
+    locked_folder(monkeypatch, tmp_path / "images")
+    with pytest.raises(data.DataError, match=r"images: images_dir cannot be read \(Permission denied\); check its permissions"):
+        labels.read_labelled("csv", write(tmp_path, "image,mos\np0.png,5\n"), tmp_path / "images", data.ScoreScale(1, 10, 5), seed=0, progress=False)
+
+
+@pytest.mark.skipif(not hasattr(__import__("os"), "geteuid") or __import__("os").geteuid() == 0, reason="root reads a folder whatever its mode")
+def test_a_real_chmod_000_subfolder_is_listed_as_unreadable(tmp_path):
+    names = [f"p{index}.png" for index in range(6)] + ["locked/q.png"]
+    make_images(tmp_path / "images", names)
+    (tmp_path / "images" / "locked").chmod(0)
+    try:
+        text = "image,mos\n" + "".join(f"{name},{index + 2}\n" for index, name in enumerate(names))
+        _, unreadable, _, _ = labels.read_labelled("csv", write(tmp_path, text), tmp_path / "images", data.ScoreScale(1, 10, 5), seed=0, test_fraction=0.3, validation_fraction=0.3, progress=False)
+        assert list(unreadable["image_id"]) == ["locked/q.png"] and unreadable["reason"][0].startswith("unreadable: Permission denied")
+    finally:
+        (tmp_path / "images" / "locked").chmod(0o755)
+
+
+@pytest.mark.slow
+def test_a_failed_rerun_of_notebook_00_leaves_no_report_beside_the_previous_outputs(source, tmp_path):
+    labels_file, images_dir = write_plain_csv(tmp_path / "mine", source)
+    profile, work = "test-data-formats-rerun", tmp_path / "work"
+    results = RESULTS_DIR / profile
+    parameters = {
+        "profile": profile, "work_dir": str(work), "ava_dir": str(tmp_path / "ava"), "generate_embedded": False, "seed": 0, "data_format": "csv",
+        "labels_file": str(labels_file), "images_dir": str(images_dir), "score_min": 1.0, "score_max": 10.0, "accuracy_threshold": 5.5, "validation_fraction": 0.2,
+    }
+
+    def run():
+        papermill.execute_notebook(str(REPO / "notebooks" / "00_data.ipynb"), str(tmp_path / "00_data.ipynb"), cwd=str(REPO), kernel_name="python3", progress_bar=False, parameters=parameters)
+
+    try:
+        run()
+        first = (work / "metadata.csv").read_text()
+        assert pd.read_csv(results / "malformed_rows.csv").empty
+        # the labels change: a tab-separated export, two thirds of its MOS values with decimal commas
+        table = pd.read_csv(labels_file)
+        table["mos"] = [f"{value:.2f}".replace(".", "," if index < 16 else ".") for index, value in enumerate(table["mos"])]
+        table.to_csv(labels_file, sep="\t", index=False)
+        with pytest.raises(papermill.PapermillExecutionError, match="rows were rejected, more than 25%"):
+            run()
+        assert not (work / "metadata.csv").exists() and not (work / "metadata.json").exists() and not (results / "data.json").exists()
+        assert (work / "metadata.previous.csv").read_text() == first and (results / "data.previous.json").exists()
+        assert (results / "malformed_rows.previous.csv").exists()
+        assert list(pd.read_csv(results / "malformed_rows.csv")["line"]) == list(range(2, 18))  # this run's report, alone
+    finally:
+        shutil.rmtree(results, ignore_errors=True)
+
+
+def test_a_labels_file_or_images_folder_behind_a_folder_that_cannot_be_searched_is_named(tmp_path, monkeypatch):
+    make_images(tmp_path / "images", ["p0.png"])
+    labels_file = write(tmp_path, "image,mos\np0.png,5\n")
+    locked_folder(monkeypatch, tmp_path)  # as root, chmod 000 on tmp_path would deny nothing
+    with pytest.raises(data.DataError, match=r"images: images_dir cannot be read \(Permission denied\)"):
+        labels.read_labelled("csv", labels_file, tmp_path / "images", data.ScoreScale(1, 10, 5), seed=0, progress=False)
+    with pytest.raises(PermissionError, match=r"labels.csv: labels_file cannot be read \(Permission denied\); check its permissions"):
+        labels.read_labels(labels_file, "csv", data.ScoreScale(1, 10, 5))
+
+
+def test_the_dry_runs_input_check_says_when_a_path_cannot_be_reached(tmp_path, monkeypatch):
+    from mlsp import parameter_rules
+
+    values = {"data_format": "csv", "generate_embedded": False, "labels_file": str(write(tmp_path, "image,mos\n")), "images_dir": str(tmp_path)}
+    assert parameter_rules.data_inputs(values) == []
+    assert parameter_rules.data_inputs({**values, "data_format": "ava", "labels_file": "absent.csv"}) == []  # AVA reads ava_dir, which may be absent
+    locked_folder(monkeypatch, tmp_path)
+    assert parameter_rules.data_inputs(values) == [("labels_file", f"{tmp_path / 'labels.csv'} cannot be reached (Permission denied); check the permissions of its folders")]

@@ -166,7 +166,7 @@ def test_parameters_on_their_way_into_notebooks_already_have_rules(key, default,
         (["shard_index=5"], {"num_shards": "4"}, "--set: key 'shard_index' should be < num_shards (4, from "),
         (["num_shards=2"], {"shard_index": "3"}, "--set: key 'num_shards' should be > shard_index (3, from "),
         ([], {"shard_index": "2", "num_shards": "2"}, "01_extract_features.yaml: key 'shard_index' should be < num_shards (2, "),
-        (["embedded_min_side=900"], {}, "--set: key 'embedded_min_side' should be <= embedded_max_side (800, from "),
+        (["embedded_min_side=900"], {}, "--set: key 'embedded_min_side' should be <= embedded_max_side (512, from "),
     ],
 )
 def test_a_broken_relation_blames_the_value_applied_last(tmp_path, overrides, file_values, blamed):

@@ -176,3 +176,47 @@ def test_store_for_other_images_is_refused(tmp_path):
         assert list(writer.done()) == [False, True]
     with pytest.raises(StoreMismatch, match="store.h5"):
         FeatureWriter(path, ["a", "c"], 1, (4,))
+
+
+class FakeBackbone:
+    """What extraction asks of a backbone before it builds a network: its name and block widths."""
+
+    name = "fake"
+
+    def block_channels(self):
+        return np.array([3, 5], dtype=np.int64)  # numpy ints, as real backbones give them
+
+
+def test_stores_of_an_earlier_metadata_csv_are_all_named_before_any_is_written(tmp_path):
+    import pandas as pd
+
+    from mlsp import extract
+
+    old = pd.DataFrame({"image_id": ["a", "b", "c"], "path": ["a.jpg", "b.jpg", "c.jpg"], "width": 64, "height": 48})
+    passes, augmentation = {"rescaled": ["narrow"], "original": ["narrow", "wide"]}, (True, False)
+    for mode, kinds in passes.items():
+        for kind in kinds:
+            for augment in augmentation:
+                shape = (8,) if kind == "narrow" else (5, 5, 8)
+                FeatureWriter(store_path(tmp_path, "fake", mode, kind, augment), list(old["image_id"]), 8 if augment else 1, shape).close()
+    new = old.iloc[:2]  # notebook 00 rerun on other labels
+    before = {path: path.stat().st_mtime_ns for path in tmp_path.rglob("*.h5")}
+    with pytest.raises(StoreMismatch) as refused:
+        extract.run_extraction(new, None, FakeBackbone(), tmp_path, passes, augmentation, progress=False)
+    message = str(refused.value)
+    assert message.startswith("6 of the 6 feature stores to write hold features of other images")
+    assert all(f"{path}: made for 3 images, 1 of them not among the 2 wanted" in message for path in before)
+    assert "work_dir" in message and "features_dir" not in message and "np.int64" not in message
+    assert {path: path.stat().st_mtime_ns for path in tmp_path.rglob("*.h5")} == before  # nothing touched
+
+
+def test_a_store_of_another_shape_or_order_says_which_in_plain_numbers(tmp_path):
+    from mlsp.store import mismatch
+
+    path = tmp_path / "store.h5"
+    FeatureWriter(path, ["a", "b"], 1, (np.int64(4),)).close()
+    assert mismatch(path, ["a", "b"], 1, (4,)) is None and mismatch(tmp_path / "absent.h5", ["a"], 1, (4,)) is None
+    assert mismatch(path, ["a", "b"], 8, (np.int64(4),)) == f"{path}: features of shape (2, 1, 4), not (2, 8, 4)"
+    assert mismatch(path, ["b", "a"], 1, (4,)) == f"{path}: made for the same 2 images in another order"
+    with pytest.raises(StoreMismatch, match=r"store.h5: features of shape \(2, 1, 4\), not \(2, 1, 5\); delete it .* or give notebook 01 another work_dir"):
+        FeatureWriter(path, ["a", "b"], 1, (np.int64(5),))

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import codecs
 import json
+import os
 import re
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -51,6 +52,7 @@ AVA_ROW = "AVA.txt row rejected"
 TEST_LIST_LINE = "test list line rejected"
 TEST_ID_NOT_IN_AVA = "test id not in AVA.txt"
 LABELS_ROW = "labels row rejected"  # a row of a KonIQ-10k or plain-CSV labels file (mlsp.labels)
+HEADER_LINE = "no number in it: a header line"  # how AVA.txt's skipped header starts its reason
 PROBLEM_COLUMNS = ["source", "line", "image_id", "kind", "reason"]
 # Smaller images fit no backbone: the smallest `mlsp.backbones.min_input_side` of the kit's networks
 # (Lite0's total stride; tests/test_images.py checks it). A constant, so that reading AVA needs no
@@ -73,15 +75,58 @@ class Problem:
     kind: str
 
 
-class EmptySetError(ValueError):
-    """The train, validation or test set would be empty; the message names the set and the counts.
+class DataError(ValueError):
+    """A data set that cannot be used as a whole (the message says why and names the file or folder).
 
-    `problems` holds what the readers rejected, so a caller can still save it.
+    `problems` holds what the readers rejected before it stopped, so a caller can still save it.
     """
 
     def __init__(self, message: str, problems: list[Problem] | None = None):
         super().__init__(message)
         self.problems = list(problems or [])
+
+
+class EmptySetError(DataError):
+    """The train, validation or test set would be empty; the message names the set and the counts."""
+
+
+# A file with many of its rows rejected is read in the wrong layout (decimal commas, another
+# separator, shifted columns), not a file with a few bad rows: more than this share of its rows
+# rejected stops the run (DataError) rather than training on what happened to parse. A quarter stops
+# a file that loses nearly half its rows (18 of 40 decimal commas in a tab-separated file) yet leaves
+# room for the few bad rows of real files (AVA.txt: a handful of 255,000; the embedded set plants 2
+# of 16 and more).
+MAX_REJECTED_SHARE = 0.25
+
+
+def check_rejected_share(path, n_usable: int, problems: list[Problem], kind: str, layout: str) -> None:
+    """Raise DataError, naming the file, the counts and the first rejected lines, when more than
+    MAX_REJECTED_SHARE of the data rows of `path` (problems of `kind`) were rejected; AVA.txt's
+    skipped header line is not a data row.
+
+    A file without any usable row is left to the split's EmptySetError, which says the same."""
+    rejected = [problem for problem in problems if problem.kind == kind and not problem.reason.startswith(HEADER_LINE)]
+    total = n_usable + len(rejected)
+    if n_usable == 0 or len(rejected) <= MAX_REJECTED_SHARE * total:
+        return
+    first = "; ".join(f"line {problem.line}: {problem.reason}" for problem in rejected[:3])
+    raise DataError(
+        f"{path}: {len(rejected)} of its {total} rows were rejected, more than {MAX_REJECTED_SHARE:.0%}: is the file in the "
+        f"expected layout ({layout})? First rejected: {first} (every rejected row is listed in malformed_rows.csv)",
+        problems,
+    )
+
+
+def check_folder_readable(folder, parameter: str) -> None:
+    """Raise DataError naming the folder and its parameter when its entries cannot be listed
+    (permission denied): otherwise each image in it would be reported as one more unreadable file."""
+    try:
+        with os.scandir(folder) as entries:
+            next(entries, None)
+    except (FileNotFoundError, NotADirectoryError):
+        return  # absent: the caller's business (labels: an error; AVA: every image missing, which check_sets reports)
+    except OSError as error:
+        raise DataError(f"{folder}: {parameter} cannot be read ({error.strerror or error}); check its permissions") from None
 
 
 _WIDE_BYTE_ORDER_MARKS = (
@@ -94,11 +139,15 @@ def _text_lines(path: Path, what: str) -> Iterator[tuple[int, str | None, str | 
     """(line number, text, None) per line, or (line number, None, why) for a line that is not UTF-8.
 
     A UTF-8 byte-order mark is dropped; CR, LF and CRLF each end a line. Raises FileNotFoundError,
-    and ValueError for a UTF-16 or UTF-32 file (read as UTF-8, every line would be rejected).
+    PermissionError naming the file, and ValueError for a UTF-16 or UTF-32 file (read as UTF-8, every
+    line would be rejected).
     """
-    if not path.exists():
-        raise FileNotFoundError(f"{path}: {what} not found")
-    content = path.read_bytes()
+    try:
+        if not path.exists():
+            raise FileNotFoundError(f"{path}: {what} not found")
+        content = path.read_bytes()
+    except PermissionError as error:  # the file, or a folder on its path, that this user may not read
+        raise PermissionError(f"{path}: the {what} cannot be read ({error.strerror}); check its permissions and its folder's") from None
     for mark, encoding in _WIDE_BYTE_ORDER_MARKS:
         if content.startswith(mark):
             raise ValueError(f"{path}: the {what} is {encoding} text; save it as UTF-8 or ASCII")
@@ -150,7 +199,7 @@ def parse_ava_txt(path) -> tuple[pd.DataFrame, list[Problem]]:
         if len(fields) == len(AVA_FIELDS) and VALID_AVA_ROW.fullmatch(text):
             reason = None
         elif not seen_a_line and len(fields) > 1 and not any(NON_NEGATIVE_INTEGER.fullmatch(value) for value in fields):
-            reason, image_id = "no number in it: a header line, not data (skipped)", None
+            reason, image_id = f"{HEADER_LINE}, not data (skipped)", None
         else:
             reason = _ava_row_problem(fields)
         if reason is None and image_id in first_line:
@@ -258,8 +307,12 @@ def image_info(path, verify: bool = True, min_side: int = MIN_SIDE, apply_exif_o
     more than mlsp.images.MAX_PIXELS pixels) or "too small (...)". Never raises for a bad file.
     """
     path = Path(path)
-    if not path.exists():
+    try:
+        path.stat()
+    except (FileNotFoundError, NotADirectoryError):
         return 0, 0, FILE_MISSING
+    except OSError as error:  # a folder on the way that may not be searched: the file may well be there
+        return 0, 0, f"unreadable: {error.strerror or error} (a folder on its path cannot be searched: check its permissions)"
     try:
         width, height = images.read_size(path, apply_exif_orientation=apply_exif_orientation)
         if verify:
@@ -366,14 +419,18 @@ def read_ava(
     problems: rejected lines of both files and listed test ids without a valid AVA.txt row.
     Raises EmptySetError before reading any image when the split of AVA.txt's valid rows leaves
     train, validation or test empty; a set emptied by unusable images is check_sets' business, so
-    a caller can save the reports first. Also FileNotFoundError and ValueError (see parse_ava_txt,
+    a caller can save the reports first. Raises DataError (with the problems) when the images
+    folder cannot be listed, or when more than a quarter of AVA.txt's rows are rejected
+    (check_rejected_share). Also FileNotFoundError and ValueError (see parse_ava_txt,
     read_test_list, split).
     """
     ava_dir = Path(ava_dir)
+    check_folder_readable(ava_dir / images_subdir, "ava_dir's images folder")
     table, problems = parse_ava_txt(ava_dir / ava_txt)
     test_ids, test_list_problems = read_test_list(ava_dir / test_list)
     problems = problems + test_list_problems + _test_ids_not_in_ava(test_ids, table, problems, Path(test_list).name)
     table["set"] = split(table, set(test_ids), seed, validation_fraction)
+    check_rejected_share(ava_dir / ava_txt, len(table), problems, AVA_ROW, f"AVA.txt: {AVA_FORMAT}")  # before the split: it says why a set may be empty
     _check_split(table["set"], validation_fraction, len(test_ids), problems, Path(ava_txt).name, Path(test_list).name)
     files = [image_path(ava_dir, image_id, images_subdir) for image_id in table["image_id"]]
     metadata, unreadable = measure_images(table, files, METADATA_COLUMNS, verify_images, min_side, workers, progress, apply_exif_orientation)
@@ -394,9 +451,9 @@ def measure_images(
     with ThreadPoolExecutor(max_workers=workers) as pool:
         infos = pool.map(lambda path: image_info(path, verify=verify_images, min_side=min_side, apply_exif_orientation=apply_exif_orientation), files)
         if progress:
-            from tqdm import tqdm
+            from mlsp.quiet import progress_bar
 
-            infos = tqdm(infos, total=len(files), desc="reading image headers", unit="img")
+            infos = progress_bar(infos, total=len(files), desc="reading image headers", unit="img")
         infos = list(infos)
     table = table.copy()
     table["width"] = np.array([width for width, _, _ in infos], dtype=np.int64)
@@ -586,13 +643,39 @@ def check_sources(data_format: str, generate_embedded: bool, labels_file, images
     if data_format == "ava":
         given = [name for name, value in (("labels_file", labels_file), ("images_dir", images_dir)) if value is not None]
         if given:
-            raise ValueError(f"data_format 'ava' reads ava_dir (AVA.txt, generic_test.jpgl, images/); {' and '.join(given)} would be ignored: unset them, or set data_format to koniq10k or csv")
+            raise ValueError(f"data_format 'ava' reads ava_dir (AVA.txt, generic_test.jpgl, images/); {' and '.join(given)} would be ignored: unset {'them' if len(given) > 1 else 'it'}, or set data_format to koniq10k or csv")
         return
     if generate_embedded:
         raise ValueError(f"generate_embedded writes the embedded set in AVA's layout; with data_format {data_format!r} set generate_embedded: false")
     absent = [name for name, value in (("labels_file", labels_file), ("images_dir", images_dir)) if value is None]
     if absent:
         raise ValueError(f"data_format {data_format!r} needs {' and '.join(absent)} (the labels CSV, and the folder its image names are relative to)")
+
+
+PREVIOUS = ".previous"  # set_aside's mark: metadata.csv -> metadata.previous.csv
+
+
+def set_aside(outputs, completed) -> tuple[list[Path], list[Path]]:
+    """Clear a data run's earlier outputs before a failed run writes its reports, so that none of
+    them describes other labels than the reports beside it (and no later notebook reads them).
+
+    outputs: every file the run writes. completed: the one a run writes only when it succeeds
+    (notebook 00's metadata.csv). With it present, the earlier outputs are a completed run's: each is
+    renamed <stem>.previous<suffix> (replacing an older one), so nothing of it is lost. Without it
+    they are the reports of a run that failed too, superseded by this one's: removed.
+    Returns (set aside as their new paths, removed)."""
+    outputs = [Path(path) for path in outputs]
+    kept, removed = [], []
+    completed_before = Path(completed).exists()
+    for path in outputs:
+        if not path.exists():
+            continue
+        if completed_before:
+            kept.append(path.replace(path.with_name(path.stem + PREVIOUS + path.suffix)))
+        else:
+            path.unlink()
+            removed.append(path)
+    return kept, removed
 
 
 def write_description(work_dir, data_format: str, scale: ScoreScale, **sources) -> Path:

@@ -7,20 +7,28 @@
   (training / validation / test) is the authors' split.
 - "csv": `image` (a path relative to the images folder) and `mos`; optionally votes_1 ... votes_K
   (votes for scores 1 to K) and `set` (train / validation / test).
-Column names match whatever their case. Without a set column the split is drawn with the seed:
+Column names match whatever their case; the set column may also be called split, subset or
+partition; other columns, named or not (Excel's empty trailing ones), are ignored. A `;`-separated
+file (a European Excel export) may write its numbers with decimal commas. Image names are
+normalised ("sub/../a.jpg" is "a.jpg", a name in Unicode NFC finds its file saved in NFD), so
+differently written duplicates are found. Without a set column the split is drawn with the seed:
 test_fraction of the images for test, validation_fraction of the rest for validation.
 
 The rows end up in the same metadata CSV as AVA's (mlsp.data). Each row that cannot be used is
 reported with its line and the column at fault and skipped, as AVA.txt's rows are; a file that cannot
 be read as its format (absent, not UTF-8, a required column missing, no MOS inside the stated scale)
-is one error naming the file.
+is one error naming the file; so is a file with more than a quarter of its rows rejected, once they
+are reported (mlsp.data.check_rejected_share: it is most likely in another layout).
 """
 from __future__ import annotations
 
 import codecs
 import csv
 import io
+import os
+import posixpath
 import re
+import unicodedata
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath, PureWindowsPath
@@ -35,7 +43,13 @@ from mlsp.paths import resolve
 # A decimal number as people write them; float() would also take "nan", "inf", "1_000" and digits of
 # other scripts, none of which is a score.
 NUMBER = re.compile(r"[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")
+# The same with a decimal comma, as a European Excel writes numbers into its ;-separated CSV export.
+# Only there: in a comma-separated file a comma cannot be inside an unquoted number, and in a quoted
+# one "1,500" may be a thousands separator.
+DECIMAL_COMMA_NUMBER = re.compile(r"[+-]?(?:[0-9]+(?:,[0-9]*)?|,[0-9]+)(?:[eE][+-]?[0-9]+)?")
 SET_NAMES = {"train": "train", "training": "train", "validation": "validation", "val": "validation", "test": "test"}
+# Other names people give the set column; read as `set` (a file with two of them is refused).
+SET_COLUMN_ALIASES = ("split", "subset", "partition")
 # KonIQ-10k's fractions of c_total are rounded to 12 digits in its file; a row whose fractions miss 1
 # by more than this is not a distribution.
 FRACTION_TOLERANCE = 1e-3
@@ -58,6 +72,7 @@ LAYOUTS = {
     "koniq10k": Layout(image="image_name", mos="MOS", vote_pattern=r"c([0-9]+)", total="c_total", std="SD", fractions=True),
     "csv": Layout(image="image", mos="mos", vote_pattern=r"votes_([0-9]+)"),
 }
+LAYOUT_SUMMARIES = {"koniq10k": "image_name, MOS (and optionally c1 ... c5, c_total, SD, set)", "csv": "image, mos (and optionally votes_1 ... votes_K, set)"}
 
 
 @dataclass
@@ -71,19 +86,18 @@ class Columns:
     total: int | None
     std: int | None
     set: int | None
+    # Rows may stop after the last named column: Excel writes empty trailing columns ("image,mos,,")
+    # into some rows and not others.
+    named: int = 0
 
     def name(self, index: int) -> str:
         """How a message names a column: as the header writes it, and its position counting from 1."""
         return f"column {self.names[index]!r} ({index + 1})"
 
 
-def _records(path: Path) -> Iterator[tuple[int, list[str]]]:
-    """(line where the record starts, fields) for each non-blank record of a CSV file.
-
-    The delimiter is a comma, or a tab or semicolon when the first line has one and no comma. A UTF-8
-    byte-order mark and Windows line ends are fine. Raises ValueError naming the file (and the line
-    and column where it can) for UTF-16/32 or non-UTF-8 text and for broken quoting.
-    """
+def _text(path: Path) -> str:
+    """The file's text. A UTF-8 byte-order mark is dropped. Raises ValueError naming the file (and the
+    line and column where it can) for UTF-16/32 or non-UTF-8 text."""
     content = path.read_bytes()
     for mark, encoding in data._WIDE_BYTE_ORDER_MARKS:
         if content.startswith(mark):
@@ -97,8 +111,20 @@ def _records(path: Path) -> Iterator[tuple[int, list[str]]]:
             f"{path}, line {line}, column {error.start - line_start + 1}: not UTF-8 text "
             f"(byte 0x{content[error.start]:02x}); save the file as UTF-8"
         ) from None
+    return text
+
+
+def _delimiter(text: str) -> str:
+    """A comma, or a tab or semicolon when the first line has one and no comma."""
     first = text.split("\n", 1)[0]
-    delimiter = next((candidate for candidate in ("\t", ";") if "," not in first and candidate in first), ",")
+    return next((candidate for candidate in ("\t", ";") if "," not in first and candidate in first), ",")
+
+
+def _records(path: Path, text: str, delimiter: str) -> Iterator[tuple[int, list[str]]]:
+    """(line where the record starts, fields) for each non-blank record of a CSV file's text.
+
+    Windows line ends are fine. Raises ValueError naming the file and line for broken quoting.
+    """
     reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter, strict=True)
     start = 1
     try:
@@ -117,27 +143,37 @@ def _find_columns(path: Path, line: int, header: list[str], data_format: str) ->
     seen = {}
     for index, name in enumerate(names):
         key = name.lower()
+        if not key:  # an unnamed column (Excel's empty trailing ones) is ignored, as other unused columns are
+            continue
         if key in seen:
             raise ValueError(f"{path}, line {line}: column {name!r} appears twice (columns {seen[key] + 1} and {index + 1})")
         seen[key] = index
     missing = [wanted for wanted in (layout.image, layout.mos) if wanted.lower() not in seen]
     if missing:
-        shown = {"koniq10k": "image_name, MOS (and optionally c1 ... c5, c_total, SD, set)", "csv": "image, mos (and optionally votes_1 ... votes_K, set)"}[data_format]
+        shown = LAYOUT_SUMMARIES[data_format]
         raise ValueError(f"{path}, line {line}: no column {', '.join(repr(name) for name in missing)} (the header has: {', '.join(names)}); a {data_format} labels file has {shown}")
     votes = {int(match.group(1)): index for index, name in enumerate(names) if (match := re.fullmatch(layout.vote_pattern, name, re.IGNORECASE))}
     if votes and sorted(votes) != list(range(1, len(votes) + 1)):
         found = ", ".join(names[votes[score]] for score in sorted(votes))
         raise ValueError(f"{path}, line {line}: vote columns must count the scores 1 to K without gaps, found {found}")
-    optional = {name: seen.get(name.lower()) if name else None for name in (layout.total, layout.std, layout.set)}
+    optional = {name: seen.get(name.lower()) if name else None for name in (layout.total, layout.std)}
+    set_columns = [names[seen[key]] for key in (layout.set.lower(), *SET_COLUMN_ALIASES) if key in seen]
+    if len(set_columns) > 1:
+        raise ValueError(f"{path}, line {line}: columns {', '.join(repr(name) for name in set_columns)} would each be the set column; keep one, named {layout.set!r}")
     return Columns(
         names=names, image=seen[layout.image.lower()], mos=seen[layout.mos.lower()], votes=[votes[score] for score in sorted(votes)],
-        total=optional[layout.total], std=optional[layout.std], set=optional[layout.set],
+        total=optional[layout.total], std=optional[layout.std], set=seen[set_columns[0].lower()] if set_columns else None,
+        named=max(seen.values()) + 1,
     )
 
 
-def _number(text: str) -> float | None:
+def _number(text: str, decimal_comma: bool = False) -> float | None:
     text = text.strip()
-    return float(text) if NUMBER.fullmatch(text) else None
+    if NUMBER.fullmatch(text):
+        return float(text)
+    if decimal_comma and DECIMAL_COMMA_NUMBER.fullmatch(text):
+        return float(text.replace(",", "."))
+    return None
 
 
 def _image_name(text: str) -> tuple[str | None, str | None]:
@@ -147,14 +183,15 @@ def _image_name(text: str) -> tuple[str | None, str | None]:
         return None, "empty"
     if PurePosixPath(name).is_absolute() or PureWindowsPath(name).drive:
         return None, f"{text.strip()!r} is an absolute path; give it relative to images_dir"
-    return str(PurePosixPath(name)), None
+    # "sub/../a.jpg" and "./a.jpg" name the file "a.jpg" does: one spelling, so duplicates are found
+    return posixpath.normpath(name), None
 
 
-def _votes(fields: list[str], columns: Columns, fractions_allowed: bool) -> tuple[list[int] | None, list[str]]:
+def _votes(fields: list[str], columns: Columns, fractions_allowed: bool, decimal_comma: bool = False) -> tuple[list[int] | None, list[str]]:
     """The vote counts of a row (None without vote columns), and what is wrong with them."""
     if not columns.votes:
         return None, []
-    values = [_number(fields[index]) for index in columns.votes]
+    values = [_number(fields[index], decimal_comma) for index in columns.votes]
     bad = [f"{columns.name(index)}: {fields[index].strip()!r} is not a number of votes" for index, value in zip(columns.votes, values) if value is None or value < 0]
     if bad:
         return None, bad
@@ -163,7 +200,7 @@ def _votes(fields: list[str], columns: Columns, fractions_allowed: bool) -> tupl
     where = f"columns {columns.names[columns.votes[0]]} ... {columns.names[columns.votes[-1]]} ({columns.votes[0] + 1}-{columns.votes[-1] + 1})"
     if not (fractions_allowed and columns.total is not None):
         return None, [f"{where}: {', '.join(fields[index].strip() for index in columns.votes)} are not whole vote counts"]
-    total = _number(fields[columns.total])
+    total = _number(fields[columns.total], decimal_comma)
     if total is not None and abs(sum(values) - 1) <= FRACTION_TOLERANCE:
         return [int(round(value * total)) for value in values], []  # KonIQ's sets file: fractions of c_total
     return None, [f"{where}: neither whole vote counts nor fractions of {columns.names[columns.total]} summing to 1 (they sum to {sum(values):.4g})"]
@@ -178,19 +215,27 @@ def read_labels(path, data_format: str, scale: ScoreScale) -> tuple[pd.DataFrame
     from the votes, else empty), set ('train', 'validation', 'test', or None without a set column),
     line (where the row starts, counting from 1 with the header).
     Rejected (Problem of kind LABELS_ROW, its reason naming the column by name and position): rows
-    with another number of fields than the header, an empty or absolute image name, a MOS that is not
-    a number or lies outside [score_min, score_max], bad votes, an unknown set name, a repeated image
-    (the first row is kept).
-    Raises FileNotFoundError, and ValueError naming the file for an unknown format, an empty file, a
-    header without the required columns, text that is not UTF-8, or when no MOS lies inside the
-    scale (the scale parameters, not the rows, are then wrong).
+    with another number of fields than the header (trailing unnamed columns may be left out), an
+    empty or absolute image name, a MOS that is not a number or lies outside [score_min, score_max],
+    bad votes, an unknown set name, a repeated image (the first row is kept; names are compared
+    normalised, see the module docstring).
+    Raises FileNotFoundError and PermissionError naming labels_file, and ValueError naming the file
+    for an unknown format, an empty file, a header without the required columns or with two set
+    columns, text that is not UTF-8, or when no MOS lies inside the scale (the scale parameters, not
+    the rows, are then wrong).
     """
     path = Path(path)
     if data_format not in LAYOUTS:
         raise ValueError(f"no labels-file layout for data_format {data_format!r} (have: {', '.join(LAYOUTS)})")
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: labels file not found" + (" (it is a folder)" if path.is_dir() else ""))
-    records = _records(path)
+    try:
+        if not path.is_file():
+            raise FileNotFoundError(f"{path}: labels_file not found" + (" (it is a folder)" if path.is_dir() else ""))
+        text = _text(path)
+    except PermissionError as error:  # the file, or a folder on its path, that this user may not read
+        raise PermissionError(f"{path}: labels_file cannot be read ({error.strerror}); check its permissions and its folder's") from None
+    delimiter = _delimiter(text)
+    decimal_comma = delimiter == ";"
+    records = _records(path, text, delimiter)
     try:
         header_line, header = next(records)
     except StopIteration:
@@ -200,30 +245,32 @@ def read_labels(path, data_format: str, scale: ScoreScale) -> tuple[pd.DataFrame
     rows, problems, first_line, outside, inside = [], [], {}, [], 0
     for line, fields in records:
         image_id, reasons = None, []
-        if len(fields) != len(columns.names):
-            reasons.append(f"expected {len(columns.names)} fields as in the header, found {len(fields)}")
+        if not columns.named <= len(fields) <= len(columns.names):
+            expected = f"{len(columns.names)}" if columns.named == len(columns.names) else f"{columns.named} to {len(columns.names)}"
+            reasons.append(f"expected {expected} fields as in the header, found {len(fields)}")
         else:
             image_id, why = _image_name(fields[columns.image])
             if why:
                 reasons.append(f"{columns.name(columns.image)}: {why}")
-            mos = _number(fields[columns.mos])
+            mos = _number(fields[columns.mos], decimal_comma)
             if mos is None:
-                reasons.append(f"{columns.name(columns.mos)}: {fields[columns.mos].strip()!r} is not a number")
+                hint = " (decimal commas are read only in ;-separated files)" if DECIMAL_COMMA_NUMBER.fullmatch(fields[columns.mos].strip()) else ""
+                reasons.append(f"{columns.name(columns.mos)}: {fields[columns.mos].strip()!r} is not a number{hint}")
             elif scale.score_min <= mos <= scale.score_max:
                 inside += 1
             else:
                 outside.append(mos)
                 reasons.append(f"{columns.name(columns.mos)}: {mos:g} lies outside the score scale {scale.score_min:g}-{scale.score_max:g} (score_min, score_max)")
-            votes, vote_problems = _votes(fields, columns, layout.fractions)
+            votes, vote_problems = _votes(fields, columns, layout.fractions, decimal_comma)
             reasons += vote_problems
             std = None
             if columns.std is not None:
-                std = _number(fields[columns.std])
+                std = _number(fields[columns.std], decimal_comma)
                 if std is None or std < 0:
                     reasons.append(f"{columns.name(columns.std)}: {fields[columns.std].strip()!r} is not a standard deviation")
             total = None
             if columns.total is not None:
-                total = _number(fields[columns.total])
+                total = _number(fields[columns.total], decimal_comma)
                 if total is None or total < 0 or total != int(total):
                     reasons.append(f"{columns.name(columns.total)}: {fields[columns.total].strip()!r} is not a whole number of votes")
             chosen_set = None
@@ -232,12 +279,12 @@ def read_labels(path, data_format: str, scale: ScoreScale) -> tuple[pd.DataFrame
                 chosen_set = SET_NAMES.get(written.lower())
                 if chosen_set is None:
                     reasons.append(f"{columns.name(columns.set)}: {written!r} is not a set name ({', '.join(SET_NAMES)})")
-            if not reasons and image_id in first_line:
-                reasons.append(f"{columns.name(columns.image)}: duplicate image (first at line {first_line[image_id]}, kept)")
+            if not reasons and _same_name(image_id) in first_line:
+                reasons.append(f"{columns.name(columns.image)}: duplicate image (first at line {first_line[_same_name(image_id)]}, kept)")
         if reasons:
             problems.append(Problem(path.name, line, image_id, "; ".join(reasons), LABELS_ROW))
             continue
-        first_line[image_id] = line
+        first_line[_same_name(image_id)] = line
         rows.append({"image_id": image_id, "votes": votes, "total": total, "mos": mos, "std": std, "set": chosen_set, "line": line})
     if outside and not inside:  # the scale parameters are wrong, not every row
         raise ValueError(
@@ -245,6 +292,24 @@ def read_labels(path, data_format: str, scale: ScoreScale) -> tuple[pd.DataFrame
             f"{min(outside):g} to {max(outside):g}: set score_min, score_max and accuracy_threshold to the file's scale"
         )
     return _table(rows, len(columns.votes)), problems
+
+
+def _same_name(image_id: str) -> str:
+    """One key for names that differ only in Unicode normalisation (macOS writes NFD, most editors NFC)."""
+    return unicodedata.normalize("NFC", image_id)
+
+
+def _image_file(images_dir: Path, image_id: str) -> Path:
+    """The file an image name means: as written, else in the other Unicode normalisation form (a
+    labels file typed on one system, images copied from macOS, or the other way round)."""
+    path = images_dir / image_id
+    if image_id.isascii() or os.path.lexists(path):  # lexists is False, not an error, behind an unsearchable folder
+        return path
+    for form in ("NFC", "NFD"):
+        other = images_dir / unicodedata.normalize(form, image_id)
+        if os.path.lexists(other):
+            return other
+    return path
 
 
 def _table(rows: list[dict], n_levels: int) -> pd.DataFrame:
@@ -344,18 +409,21 @@ def read_labelled(
     without), one row per usable image, MOS in the scale's units. Unusable images and problems as
     data.read_ava's (the unusable table's line is the labels file's). The split rule says in words
     how the sets were chosen (assign_sets).
-    Raises EmptySetError before any image is read when a set would be empty; a set emptied by
-    unusable images is data.check_sets' business. Also FileNotFoundError for a missing labels file
-    or images folder, and ValueError (read_labels, assign_sets).
+    Raises EmptySetError before any image is read when a set would be empty, and DataError (with
+    the problems) when more than a quarter of the rows are rejected or images_dir cannot be listed; a set
+    emptied by unusable images is data.check_sets' business. Also FileNotFoundError for a missing
+    labels file or images folder, and ValueError (read_labels, assign_sets).
     """
     labels_file, images_dir = resolve(labels_file), resolve(images_dir)
+    data.check_folder_readable(images_dir, "images_dir")  # first: is_dir() raises for a folder whose parent cannot be searched
     if not images_dir.is_dir():
         raise FileNotFoundError(f"{images_dir}: images_dir not found" + (" (it is a file)" if images_dir.exists() else ""))
     table, problems = read_labels(labels_file, data_format, scale)
     table["set"], how = assign_sets(table, seed, test_fraction, validation_fraction)
+    data.check_rejected_share(labels_file, len(table), problems, LABELS_ROW, f"{data_format}: {LAYOUT_SUMMARIES[data_format]}")  # before the split: it says why a set may be empty
     check_split(table["set"], how, labels_file.name, problems, test_fraction, validation_fraction)
     vote_columns = [column for column in table.columns if column.startswith("votes_")]
     columns = ["image_id", *vote_columns, "n_votes", "mos", "mos_std", "width", "height", "set", "path"]
-    files = [images_dir / image_id for image_id in table["image_id"]]
+    files = [_image_file(images_dir, image_id) for image_id in table["image_id"]]
     metadata, unreadable = data.measure_images(table, files, columns, verify_images, min_side, workers, progress, apply_exif_orientation)
     return metadata, unreadable, problems, how

@@ -287,6 +287,7 @@ RULES = {
     "embedded_min_side": Count(),
     "embedded_max_side": Count(),
     "embedded_shape": Choice("embedded set shape"),
+    "embedded_test_fraction": Fraction(),
     "validation_fraction": Fraction(),
     "data_format": Choice("data format"),
     "labels_file": Text("file path"),  # null (the default) where the format has none: AVA
@@ -319,7 +320,7 @@ RULES = {
     "batch_size": Count(),
     "epochs": Count(),
     "jit_compile": Flag(),
-    "distribute": Choice("distribution mode"),  # "mirrored" with no visible GPU fails at the first row (mlsp.distribute)
+    "distribute": Choice("distribution mode"),  # "mirrored" without a visible GPU: mlsp.runner.check_devices, for the notebooks run
     "in_memory": Flag(),
     "finetune": Flag(),
     "finetune_rows": Choices("Table 2 fine-tuning row", if_empty="finetune: false skips fine-tuning"),
@@ -327,6 +328,7 @@ RULES = {
     "finetune_max_epochs": Count(),
     "finetune_batch_size": Count(),
     "test_crops": Count(),
+    "seeds": Count(maximum=100),  # training runs per row on features (experiments.run_feature_row)
     "finetune_images_in_memory": Flag(),
     "save_scorer": Flag(),
     "input_mode": Choice("input mode"),
@@ -346,3 +348,59 @@ RELATIONS = [
 ]
 COMPARISONS = {"<": lambda a, b: a < b, "<=": lambda a, b: a <= b, ">": lambda a, b: a > b, ">=": lambda a, b: a >= b}
 MIRRORED = {"<": ">", "<=": ">=", ">": "<", ">=": "<="}
+
+
+# Checks among several parameters that a comparison cannot express, on a notebook's merged values:
+# each takes them and returns None, or (the keys involved, what is wrong). The message names the file
+# that set the later-applied of those keys. Notebook 00 makes the same checks itself (mlsp.data), for
+# a run started outside `mlsp run`; these call the same functions, so the two cannot disagree.
+def data_sources(values: dict) -> tuple[list[str], str] | None:
+    """data_format against labels_file, images_dir and generate_embedded (mlsp.data.check_sources)."""
+    keys = ["data_format", "generate_embedded", "labels_file", "images_dir"]
+    if not all(key in values for key in keys):
+        return None
+    try:
+        import_module("mlsp.data").check_sources(*(values[key] for key in keys))
+    except ValueError as error:
+        return keys, str(error)
+    return None
+
+
+def score_scale(values: dict) -> tuple[list[str], str] | None:
+    """data_format against the score scale: a csv states all three, AVA's ends stay 1 and 10 (mlsp.data.resolve_scale)."""
+    keys = ["data_format", "score_min", "score_max", "accuracy_threshold"]
+    if not all(key in values for key in keys):
+        return None
+    try:
+        import_module("mlsp.data").resolve_scale(*(values[key] for key in keys))
+    except ValueError as error:
+        return keys, str(error)
+    return None
+
+
+CROSS_CHECKS = [data_sources, score_scale]
+
+
+def data_inputs(values: dict) -> list[tuple[str, str]]:
+    """(key, what is wrong) for each input file or folder of notebook 00 that is absent.
+
+    Only for notebooks about to run (mlsp.runner.check_inputs): a profile whose data were read
+    already may have moved them, and AVA's ava_dir may be filled by generate_embedded or be absent
+    where only the later notebooks run (the paper profile's dry run without AVA)."""
+    if values.get("data_format") in (None, "ava") or values.get("generate_embedded"):
+        return []
+    found = []
+    for key, wanted, is_wanted in (("labels_file", "file", lambda path: path.is_file()), ("images_dir", "folder", lambda path: path.is_dir())):
+        if not isinstance(values.get(key), str):
+            continue
+        path = resolve_path(values[key])
+        try:
+            if not is_wanted(path):
+                other = " (it is a folder)" if path.is_dir() else " (it is a file)" if path.exists() else ""
+                found.append((key, f"no such {wanted}: {path}{other}"))
+        except OSError as error:  # a folder on its path that this user may not search
+            found.append((key, f"{path} cannot be reached ({error.strerror or error}); check the permissions of its folders"))
+    return found
+
+
+INPUT_CHECKS = [data_inputs]

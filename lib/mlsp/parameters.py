@@ -21,7 +21,7 @@ from pathlib import Path
 
 import yaml
 
-from mlsp.parameter_rules import COMPARISONS, MIRRORED, RELATIONS, RULES, Context
+from mlsp.parameter_rules import COMPARISONS, CROSS_CHECKS, MIRRORED, RELATIONS, RULES, Context
 from mlsp.paths import NOTEBOOKS_DIR, PARAMS_DIR
 
 
@@ -154,6 +154,18 @@ def _check_relations(merged: dict, sources: dict, order: list) -> None:
         )
 
 
+def _check_across(merged: dict, sources: dict, order: list) -> None:
+    """Checks among several parameters (CROSS_CHECKS), on a notebook's merged values; the message
+    names the file that set the later-applied of the keys involved, as _check_relations does."""
+    for check in CROSS_CHECKS:
+        found = check(merged)
+        if found is None:
+            continue
+        keys, problem = found
+        where = max((sources[key] for key in keys if key in sources), key=order.index)
+        raise ParameterError(f"{where}: {problem}")
+
+
 def profile_dir(profile: str, params_dir: Path = PARAMS_DIR) -> Path:
     path = params_dir / profile
     if not path.is_dir():
@@ -210,6 +222,7 @@ def resolve_profile(profile: str, notebooks: list[Notebook], params_dir: Path = 
             if key not in params:  # a default the notebook keeps must be as good as a value in a file
                 check_value(defaults_where, key, declared, default, context)
         _check_relations({**declared, **params}, sources, [defaults_where] + [where for where, _ in layers])
+        _check_across({**declared, **params}, sources, [defaults_where] + [where for where, _ in layers])
         resolved[nb.stem] = params
     for key in overrides or {}:
         if not any(key in declared_by[nb.stem] for nb in notebooks):

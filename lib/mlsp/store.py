@@ -56,7 +56,32 @@ PENDING, WRITTEN, FAILED = 0, 1, 2
 
 
 class StoreMismatch(ValueError):
-    pass
+    """Existing stores made for other images or another shape; the message names every one of them."""
+
+
+def mismatch(path, image_ids: list[str], views: int, feature_shape: tuple) -> str | None:
+    """Why the existing store at `path` cannot take these images' features, or None (also when absent).
+
+    Stores are made for one metadata CSV's image list: after notebook 00 reads other labels, every
+    store of the earlier list mismatches, and a message about the first alone would send its reader
+    round the loop once per store."""
+    path = Path(path)
+    if not path.exists():
+        return None
+    with h5py.File(path, "r", locking=False) as handle:
+        stored_ids = [value.decode() if isinstance(value, bytes) else value for value in handle["image_ids"][:]]
+        stored_shape = tuple(int(size) for size in handle["features"].shape)
+    wanted_shape = (len(image_ids), int(views), *(int(size) for size in feature_shape))
+    if stored_ids == list(image_ids) and stored_shape == wanted_shape:
+        return None
+    if stored_ids == list(image_ids):
+        why = f"features of shape {stored_shape}, not {wanted_shape}"
+    elif sorted(stored_ids) == sorted(image_ids):
+        why = f"made for the same {len(image_ids)} images in another order"
+    else:
+        foreign = len(set(stored_ids) - set(image_ids))
+        why = f"made for {len(stored_ids)} images, {foreign} of them not among the {len(image_ids)} wanted"
+    return f"{path}: {why}"
 
 
 class StoreLocked(OSError):
@@ -161,15 +186,10 @@ class FeatureWriter(_OpenFile):
         self.path = Path(path)
         if not self.path.exists():
             _create(self.path, list(image_ids), views, tuple(feature_shape), attrs or {})
+        problem = mismatch(self.path, list(image_ids), views, tuple(feature_shape))
+        if problem:
+            raise StoreMismatch(f"{problem}; delete it (its features belong to an earlier metadata.csv) or give notebook 01 another work_dir")
         self.handle = _open_for_writing(self.path, "r+")
-        stored_ids = [value.decode() if isinstance(value, bytes) else value for value in self.handle["image_ids"][:]]
-        expected_shape = (len(image_ids), views, *feature_shape)
-        if stored_ids != list(image_ids) or self.handle["features"].shape != expected_shape:
-            self.handle.close()
-            raise StoreMismatch(
-                f"{self.path}: made for other images or another shape ({len(stored_ids)} images, "
-                f"shape {expected_shape} wanted); delete it or choose another features_dir"
-            )
         self.features = self.handle["features"]
         self.done_flags = self.handle["done"]
         self.ids = list(image_ids)
