@@ -17,6 +17,14 @@ def test_area_pooling_matches_numpy_reference(height, width):
     np.testing.assert_allclose(direct, reference, atol=1e-5)
 
 
+@pytest.mark.parametrize("height, width", [(10, 10), (7, 9), (13, 6), (3, 4), (1, 1), (17, 11)])
+def test_area_resize_layer_for_other_backends_matches_tensorflow(height, width):
+    block = np.random.default_rng(height * 100 + width).normal(size=(2, height, width, 6)).astype(np.float32)
+    layer = np.asarray(features.AreaResize(5)(block))
+    direct = tf.image.resize(block, (5, 5), method="area").numpy()
+    np.testing.assert_allclose(layer, direct, atol=1e-5)
+
+
 def test_reference_is_a_plain_mean_when_divisible():
     block = np.arange(10 * 10 * 2, dtype=np.float64).reshape(10, 10, 2)
     expected = block.reshape(5, 2, 5, 2, 2).mean(axis=(1, 3))

@@ -6,7 +6,10 @@ before Keras is first imported so that no user configuration silently picks anot
 import os
 
 _backend = os.environ.setdefault("KERAS_BACKEND", "tensorflow")
-if _backend != "tensorflow":
+# Another backend only when asked for by name in MLSP_ALLOW_BACKEND too: benchmarks/gpu_extraction.py
+# measures extraction speed with JAX or PyTorch on a GPU machine that has no TensorFlow. The kit's
+# results are made on TensorFlow.
+if _backend != "tensorflow" and os.environ.get("MLSP_ALLOW_BACKEND") != _backend:
     raise RuntimeError(
         f"KERAS_BACKEND={_backend!r}: the MLSP kit needs the TensorFlow backend "
         "(area resizing and the feature pipeline use TensorFlow ops). Unset KERAS_BACKEND."

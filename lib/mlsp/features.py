@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import keras
 import numpy as np
-import tensorflow as tf
 
 WIDE_SIZE = 5
 CROP_FRACTION = 0.875
@@ -30,14 +29,29 @@ def mlsp_model(backbone, kinds=FEATURE_KINDS, blocks: list[str] | None = None) -
         pooled = [keras.layers.GlobalAveragePooling2D(name=f"gap_{name}")(a) for name, a in zip(names, activations)]
         outputs["narrow"] = keras.layers.Concatenate(axis=-1, name="narrow_mlsp")(pooled) if len(pooled) > 1 else pooled[0]
     if "wide" in kinds:
-        resized = [keras.layers.Resizing(WIDE_SIZE, WIDE_SIZE, interpolation="area", name=f"area_{name}")(a) for name, a in zip(names, activations)]
+        resized = [_area_resize(name)(a) for name, a in zip(names, activations)]
         outputs["wide"] = keras.layers.Concatenate(axis=-1, name="wide_mlsp")(resized) if len(resized) > 1 else resized[0]
     return keras.Model(backbone.model.input, outputs, name=f"mlsp_{backbone.name}")
 
 
+def _area_resize(name: str) -> keras.layers.Layer:
+    """Keras' area Resizing on TensorFlow (the kit's path); AreaResize, the same numbers, elsewhere."""
+    if keras.backend.backend() == "tensorflow":
+        return keras.layers.Resizing(WIDE_SIZE, WIDE_SIZE, interpolation="area", name=f"area_{name}")
+    return AreaResize(WIDE_SIZE, name=f"area_{name}")
+
+
 def traced(model: keras.Model):
     """One trace for every input shape: AVA has ~25,000 distinct resolutions, and a per-shape trace
-    costs seconds, while eager calls are 4-8x slower than a traced function."""
+    costs seconds, while eager calls are 4-8x slower than a traced function.
+
+    Under another Keras backend (allowed only for speed measurements, see mlsp/__init__) the model's
+    own predict_on_batch: JAX compiles it once per input shape, PyTorch runs it eagerly; it returns
+    numpy arrays."""
+    if keras.backend.backend() != "tensorflow":
+        return model.predict_on_batch
+    import tensorflow as tf
+
     return tf.function(
         lambda images: model(images, training=False),
         input_signature=[tf.TensorSpec([None, None, None, 3], tf.float32)],
@@ -90,17 +104,41 @@ def area_resize_reference(block: np.ndarray, size: int = WIDE_SIZE) -> np.ndarra
     by their overlap with the box; for maps smaller than the output the box lies inside one pixel.
     """
 
-    def weights(length: int) -> np.ndarray:
-        scale = length / size
-        matrix = np.zeros((size, length))
-        for out in range(size):
-            start, stop = out * scale, (out + 1) * scale
-            for pixel in range(int(np.floor(start)), min(length, int(np.ceil(stop)))):
-                matrix[out, pixel] = max(0.0, min(stop, pixel + 1) - max(start, pixel))
-        return matrix / scale
-
-    rows, columns = weights(block.shape[0]), weights(block.shape[1])
+    rows, columns = area_weights(block.shape[0], size), area_weights(block.shape[1], size)
     return np.einsum("oh,hwc,pw->opc", rows, block.astype(np.float64), columns)
+
+
+def area_weights(length: int, size: int = WIDE_SIZE) -> np.ndarray:
+    """[size, length]: the weight of each input pixel in each output cell of an area resize (see
+    area_resize_reference)."""
+    scale = length / size
+    matrix = np.zeros((size, length))
+    for out in range(size):
+        start, stop = out * scale, (out + 1) * scale
+        for pixel in range(int(np.floor(start)), min(length, int(np.ceil(stop)))):
+            matrix[out, pixel] = max(0.0, min(stop, pixel + 1) - max(start, pixel))
+    return matrix / scale
+
+
+class AreaResize(keras.layers.Layer):
+    """TensorFlow's area resize [B, H, W, C] -> [B, size, size, C] as two weighted sums (area_weights),
+    for Keras backends whose Resizing lacks "area" (JAX, PyTorch). The weights come from the map's
+    static height and width, which JAX knows for each shape it compiles and PyTorch for each call."""
+
+    def __init__(self, size: int = WIDE_SIZE, **kwargs):
+        super().__init__(**kwargs)
+        self.size = size
+
+    def call(self, inputs):
+        rows = keras.ops.convert_to_tensor(area_weights(int(inputs.shape[1]), self.size), dtype=inputs.dtype)
+        columns = keras.ops.convert_to_tensor(area_weights(int(inputs.shape[2]), self.size), dtype=inputs.dtype)
+        return keras.ops.einsum("bowc,pw->bopc", keras.ops.einsum("oh,bhwc->bowc", rows, inputs), columns)
+
+    def compute_output_shape(self, input_shape):
+        return (input_shape[0], self.size, self.size, input_shape[3])
+
+    def get_config(self):
+        return dict(super().get_config(), size=self.size)
 
 
 def feature_sizes(backbone) -> dict:
