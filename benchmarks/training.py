@@ -5,6 +5,11 @@
 Both runs train the same Single-3FC head on the same features with the same batches; the first epoch
 (tracing) is left out of the rate. Target: HDF5 at least 0.8x the in-memory rate. It also times a
 Pool-3FC head on wide features with and without XLA (jit_compile).
+
+    python benchmarks/training.py --trace [--trace-backbone inception_v3]
+
+times only the first training step (tracing the graph, then one step) of Multi-3FC on a backbone's
+blocks, in CPU seconds, with Keras' Adam and with the kit's FusedAdam, side by side.
 """
 from __future__ import annotations
 
@@ -40,6 +45,30 @@ def rate(head_builder, source, n, epochs, jit):
     return n * (epochs - 1) / sum(timer.times[1:])
 
 
+def first_step_cpu_seconds(head_builder, channels, optimizer) -> float:
+    keras.utils.set_random_seed(0)
+    model = head_builder()
+    model.compile(optimizer=optimizer, loss="mean_squared_error")
+    model.optimizer.build(model.trainable_variables)
+    features, targets = np.zeros((128, channels), np.float32), np.full(128, 5.0, np.float32)
+    start = time.process_time()
+    model.train_on_batch(features, targets)
+    return time.process_time() - start
+
+
+def trace(backbone_name: str) -> None:
+    from mlsp import backbones, features, heads, train
+
+    boundaries = features.block_boundaries(backbones.load(backbone_name, "random"))
+    build = lambda: heads.multi_3fc(boundaries)  # noqa: E731
+    keras_adam = first_step_cpu_seconds(build, boundaries[-1], keras.optimizers.Adam(1e-4))
+    fused_adam = first_step_cpu_seconds(build, boundaries[-1], train.FusedAdam(1e-4))
+    print(f"Multi-3FC on {backbone_name}'s {len(boundaries) - 1} blocks, first step (trace + 1 step of 128), CPU seconds:")
+    print(f"  Keras Adam : {keras_adam:6.1f} s")
+    print(f"  FusedAdam  : {fused_adam:6.1f} s")
+    print(f"ratio keras/fused first step: {keras_adam / fused_adam:.2f}")
+
+
 def make_store(path, n, shape):
     from mlsp.store import FeatureWriter
 
@@ -57,7 +86,12 @@ def main() -> None:
     parser.add_argument("--wide-images", type=int, default=256)
     parser.add_argument("--channels", type=int, default=1808)
     parser.add_argument("--epochs", type=int, default=3)
+    parser.add_argument("--trace", action="store_true", help="only compare the first step's CPU time of Keras' Adam and FusedAdam")
+    parser.add_argument("--trace-backbone", default="inception_v3")
     args = parser.parse_args()
+    if args.trace:
+        trace(args.trace_backbone)
+        return
 
     from mlsp import heads
     from mlsp.store import FeatureReader

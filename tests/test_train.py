@@ -137,3 +137,33 @@ def test_parallel_readers_serve_the_same_batches_for_the_same_seed(tmp_path):
         np.testing.assert_array_equal(a, b)
     assert not np.array_equal(one[0], one[1])  # each epoch a new order and new views
     assert not np.array_equal(served(4, seed=6)[0], one[0])
+
+
+def test_fused_adam_follows_keras_adam_and_survives_save_and_load(tmp_path):
+    """FusedAdam (TensorFlow's ResourceApplyAdam) must be the same rule as Keras' Adam: after 30
+    steps with a learning-rate change the weights agree to float32 rounding, while a different
+    epsilon or beta (a wrong argument passed to the kernel) moves them by orders of magnitude more."""
+    rng = np.random.default_rng(0)
+    features = rng.normal(size=(96, 12)).astype(np.float32)
+    targets = (features @ rng.normal(size=12) + 5).astype(np.float32)
+
+    def trained(optimizer):
+        keras.utils.set_random_seed(3)
+        model = keras.Sequential([keras.Input((12,)), keras.layers.Dense(16, activation="relu"), keras.layers.BatchNormalization(), keras.layers.Dense(1)])
+        model.compile(optimizer=optimizer, loss="mean_squared_error")
+        model.fit(features, targets, batch_size=16, epochs=3, verbose=0, shuffle=False)
+        model.optimizer.learning_rate.assign(1e-4)
+        model.fit(features, targets, batch_size=16, epochs=2, verbose=0, shuffle=False)
+        return model, np.concatenate([weight.ravel() for weight in model.get_weights()])
+
+    _, reference = trained(keras.optimizers.Adam(1e-2))
+    fused_model, fused = trained(train.FusedAdam(1e-2))
+    _, other_beta = trained(train.FusedAdam(1e-2, beta_2=0.99))
+    assert np.abs(fused - reference).max() < 1e-4 * np.abs(reference).max()
+    assert np.abs(other_beta - reference).max() > 100 * np.abs(fused - reference).max()
+
+    path = tmp_path / "head.keras"
+    fused_model.save(path)
+    again = keras.models.load_model(path)
+    assert type(again.optimizer) is train.FusedAdam
+    np.testing.assert_array_equal(again.predict(features, verbose=0), fused_model.predict(features, verbose=0))
