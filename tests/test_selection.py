@@ -49,7 +49,7 @@ def test_row_predictions_are_long_and_keyed_by_image():
         experiments.row_predictions([_result("a", 0.1, 0.5)], experiments.Split(metadata, np.array([0]), np.array([1]), np.array([1, 2, 3])))
 
 
-def test_validation_loss_is_the_restored_weights_mse_on_validation_views_averaged(tmp_path):
+def _single_1fc_store(tmp_path):
     ids = [str(100 + index) for index in range(24)]
     votes = {f"votes_{score}": [10] * 24 for score in range(1, 11)}
     metadata = pd.DataFrame({"image_id": ids, **votes, "n_votes": 100, "mos": np.linspace(3, 7, 24), "mos_std": 1.0, "width": 100, "height": 100,
@@ -61,9 +61,46 @@ def test_validation_loss_is_the_restored_weights_mse_on_validation_views_average
         for index in range(24):
             writer.write(index, rng.normal(size=(8, 6)))
     split, _ = experiments.usable_split(tmp_path / "metadata.csv", experiments.row_stores([row], tmp_path / "features", ["lite"]))
+    return row, split
+
+
+def test_validation_loss_is_the_restored_weights_mse_on_validation_views_averaged(tmp_path):
+    row, split = _single_1fc_store(tmp_path)
     model_path = tmp_path / "head.keras"
     result = experiments.run_feature_row(row, split, tmp_path / "features", "lite", train.Protocol(max_epochs=3, batch_size=4), seed=0, model_path=model_path)
     features, _ = train.load_features(store_path(tmp_path / "features", "lite", row.mode, row.kind, row.augment))
     again = train.predict(keras.models.load_model(model_path), features, split.validation)
     assert result["validation_loss"] == pytest.approx(float(np.mean((again - split.mos[split.validation]) ** 2)), rel=1e-5)
     assert result["srcc_low"] <= result["srcc"] <= result["srcc_high"] and result["out_of_range"] >= 0
+
+
+def test_seeds_repeat_a_row_and_report_the_spread_beside_the_first_run(tmp_path):
+    """seeds=3 trains the row with seeds 0, 1, 2: the result is seed 0's (the same numbers as seeds=1,
+    the model saved once), and the spread is numpy's mean and sample standard deviation of the three
+    runs' metrics, each run being what seeds=1 with that seed gives."""
+    row, split = _single_1fc_store(tmp_path)
+    protocol = train.Protocol(max_epochs=2, batch_size=4)
+    model_path = tmp_path / "models" / "head.keras"
+    repeated = experiments.run_feature_row(row, split, tmp_path / "features", "lite", protocol, seed=0, model_path=model_path, seeds=3)
+    singles = [experiments.run_feature_row(row, split, tmp_path / "features", "lite", protocol, seed=seed) for seed in (0, 1, 2)]
+    assert repeated["seeds"] == 3 and singles[0]["seeds"] == 1 and np.isnan(singles[0]["srcc_seeds_sd"])
+    np.testing.assert_allclose(repeated["predicted"], singles[0]["predicted"], rtol=1e-6)
+    assert sorted(path.name for path in model_path.parent.iterdir()) == ["head.json", "head.keras"]
+    for name in ("srcc", "plcc", "accuracy"):
+        values = np.array([single[name] for single in singles])
+        assert repeated[f"{name}_seeds_mean"] == pytest.approx(values.mean(), abs=1e-6)
+        assert repeated[f"{name}_seeds_sd"] == pytest.approx(values.std(ddof=1), abs=1e-6)
+    assert len({round(single["srcc"], 6) for single in singles}) > 1  # the seeds really differ
+    line = experiments.results_table([repeated]).iloc[0]
+    assert line["seeds"] == 3 and line["srcc_seeds_sd"] == pytest.approx(repeated["srcc_seeds_sd"])
+    with pytest.raises(ValueError, match="seeds"):
+        experiments.run_feature_row(row, split, tmp_path / "features", "lite", protocol, seed=0, seeds=0)
+
+
+def test_readme_rows_show_the_seed_spread_only_for_rows_trained_with_several_seeds():
+    from mlsp import report
+
+    once = {"srcc": 0.5, "srcc_low": 0.4, "srcc_high": 0.6, "seeds": 1, "srcc_seeds_mean": 0.5, "srcc_seeds_sd": None}
+    thrice = dict(once, seeds=3, srcc_seeds_mean=0.48, srcc_seeds_sd=0.031)
+    assert report._with_interval(once, "srcc") == "0.500 [0.40, 0.60]"
+    assert report._with_interval(thrice, "srcc") == "0.500 [0.40, 0.60]; 0.48 ± 0.03 over 3 seeds"

@@ -143,8 +143,42 @@ def block_channels(boundaries, last_blocks: int | None) -> tuple[slice | None, l
     return slice(start, None), [b - start for b in boundaries[-1 - last_blocks :]]
 
 
-def run_feature_row(row: Row, split: Split, features_dir, backbone: str, protocol: train.Protocol, seed: int, in_memory: bool = True, model_path: Path | None = None) -> dict:
-    """Train a head on stored features with the paper's protocol and evaluate it on the test set.
+def run_feature_row(row: Row, split: Split, features_dir, backbone: str, protocol: train.Protocol, seed: int, in_memory: bool = True, model_path: Path | None = None, seeds: int = 1) -> dict:
+    """Train a head on stored features with the paper's protocol and evaluate it on the test set;
+    with `seeds` > 1, train it again with seeds seed + 1, ..., seed + seeds - 1 (the `seeds`
+    parameter of notebooks 02-04).
+
+    The result is the first seed's (its predictions, intervals, saved model and curves), with the
+    training noise beside it (with_seed_spread): the bootstrap interval says how much the test images
+    move a number, the spread over seeds how much the initial weights, the batch order and the views
+    drawn move it. The paper reports one run per row.
+    """
+    if isinstance(seeds, bool) or not isinstance(seeds, (int, np.integer)) or seeds < 1:
+        raise ValueError(f"seeds must be a whole number >= 1, got {seeds!r}")
+    runs = [_feature_row_once(row, split, features_dir, backbone, protocol, seed, in_memory, model_path)]
+    runs += [_feature_row_once(row, split, features_dir, backbone, protocol, seed + offset, in_memory, None) for offset in range(1, seeds)]
+    return with_seed_spread(runs)
+
+
+SEED_STATISTICS = ("mean", "sd")
+
+
+def with_seed_spread(runs: list[dict]) -> dict:
+    """The first run, with `seeds` (how many runs) and `<metric>_seeds_mean`, `<metric>_seeds_sd`
+    (standard deviation, ddof 1; NaN for one run) of SRCC, PLCC and accuracy over all runs, and
+    `seed_runs`, each run's metrics."""
+    first = dict(runs[0])
+    first["seeds"] = len(runs)
+    first["seed_runs"] = [{"srcc": float(run["srcc"]), "plcc": float(run["plcc"]), "accuracy": float(run["accuracy"])} for run in runs]
+    for name in INTERVAL_METRICS:
+        values = np.array([run[name] for run in runs], dtype=np.float64)
+        first[f"{name}_seeds_mean"] = float(values.mean())
+        first[f"{name}_seeds_sd"] = float(values.std(ddof=1)) if len(values) > 1 else float("nan")
+    return first
+
+
+def _feature_row_once(row: Row, split: Split, features_dir, backbone: str, protocol: train.Protocol, seed: int, in_memory: bool = True, model_path: Path | None = None) -> dict:
+    """One training run of run_feature_row.
 
     Besides the test metrics (mlsp.metrics.evaluate, intervals seeded by `seed`), the result holds
     `validation_loss`: the MSE of the restored (best) weights on the validation images, predicted as
@@ -180,14 +214,19 @@ def run_feature_row(row: Row, split: Split, features_dir, backbone: str, protoco
 
 
 INTERVAL_METRICS = metrics.INTERVAL_METRICS
-ROW_METRICS = tuple(f"{name}{end}" for name in INTERVAL_METRICS for end in ("", "_low", "_high")) + ("majority_accuracy", "out_of_range", "validation_loss")
+ROW_METRICS = (
+    tuple(f"{name}{end}" for name in INTERVAL_METRICS for end in ("", "_low", "_high")) + ("majority_accuracy", "out_of_range", "validation_loss", "seeds")
+    + tuple(f"{name}_seeds_{statistic}" for name in INTERVAL_METRICS for statistic in SEED_STATISTICS)
+)
 
 
 def row_metrics(result: dict) -> dict:
     """A row's metrics for tables and JSON: each of SRCC, PLCC, accuracy with its interval bounds
     (`<name>_low`, `<name>_high`; NaN when the result has none), the majority baseline, how many
-    predictions fell outside the MOS range, and the validation loss (NaN for fine-tuned rows)."""
-    return {name: result.get(name, np.nan) for name in ROW_METRICS}
+    predictions fell outside the MOS range, the validation loss (NaN for fine-tuned rows), and the
+    number of training seeds with each metric's mean and standard deviation over them (1 and NaN for
+    rows trained once: fine-tuned rows and results written before seeds existed)."""
+    return {name: result.get(name, 1 if name == "seeds" else np.nan) for name in ROW_METRICS}
 
 
 def scale_sentence(split: Split) -> str:
