@@ -89,3 +89,27 @@ def test_a_notebook_building_models_in_a_loop_runs_without_noise(tmp_path, monke
     log = capfd.readouterr()
     found = [noise for noise in NOISE if noise in text or noise in log.err or noise in log.out]
     assert not found, f"noise in the executed notebook or the run's log: {found}\n{text}\n{log.err}"
+
+
+def test_progress_bars_redraw_rarely_where_stderr_is_not_a_terminal(monkeypatch):
+    """In an executed notebook every redraw is kept as an output: 200 updates in under a second
+    must leave at most the first and the last draw, while a terminal keeps tqdm's own rate."""
+    import io
+
+    from mlsp import quiet
+
+    class Terminal(io.StringIO):
+        def isatty(self):
+            return True
+
+    for stream, most in ((io.StringIO(), 2), (Terminal(), None)):
+        monkeypatch.setattr(sys, "stderr", stream)
+        bar = quiet.progress_bar(total=200, file=stream)
+        for _ in range(200):
+            bar.update(1)
+        bar.close()
+        draws = stream.getvalue().count("\r")
+        if most is not None:
+            assert bar.mininterval == quiet.NOTEBOOK_BAR_SECONDS and draws <= most + 1
+        else:
+            assert bar.mininterval < 1

@@ -20,7 +20,7 @@ from mlsp.backbones import min_input_side
 from mlsp.errors import first_line
 from mlsp.features import WIDE_SIZE, block_boundaries, mlsp_model, traced, views
 from mlsp.images import ImageError, load_rgb
-from mlsp.store import FAILED, PENDING, FeatureWriter, read_failures, store_path
+from mlsp.store import FAILED, PENDING, FeatureWriter, StoreMismatch, mismatch, read_failures, store_path
 
 
 def _load_views(path, mode: str, augment: bool, preprocess, min_side: int, backbone_name: str, apply_exif_orientation: bool):
@@ -35,6 +35,27 @@ def _load_views(path, mode: str, augment: bool, preprocess, min_side: int, backb
     if min(height, width) < min_side:
         return None, f"{path}: too small for {backbone_name}: its {'crops are' if augment else 'input is'} {width}x{height}, the network needs {min_side} px on each side"
     return preprocess(image_views), None
+
+
+def _stores(image_ids: list[str], backbone, mode: str, augment: bool, kinds, features_dir, shard_index: int, num_shards: int) -> dict:
+    """kind -> (store path, this shard's image ids, views, feature shape) for one pass."""
+    ids = [image_ids[i] for i in range(len(image_ids)) if i % num_shards == shard_index]
+    channels = int(block_boundaries(backbone)[-1])  # a plain int: it is shown in messages and stored in shapes
+    shapes = {"narrow": (channels,), "wide": (WIDE_SIZE, WIDE_SIZE, channels)}
+    views = 8 if augment else 1
+    return {kind: (store_path(features_dir, backbone.name, mode, kind, augment, shard_index, num_shards), ids, views, shapes[kind]) for kind in kinds}
+
+
+def refuse_mismatched_stores(stores: list[tuple]) -> None:
+    """Raise StoreMismatch naming every existing store (path, ids, views, shape) made for other images
+    or another shape, before any is written: after notebook 00 reads other labels, all of them are."""
+    problems = [problem for store in stores if (problem := mismatch(*store))]
+    if problems:
+        raise StoreMismatch(
+            f"{len(problems)} of the {len(stores)} feature stores to write hold features of other images or another shape "
+            f"(of an earlier metadata.csv: was notebook 00 rerun since?): " + "; ".join(problems)
+            + ". Delete them, or give notebook 01 another work_dir (its features are kept in <work_dir>/features)"
+        )
 
 
 def extract(
@@ -76,17 +97,14 @@ def extract(
     ids = [image_ids[i] for i in mine]
     paths = [image_paths[i] for i in mine]
     n_views = 8 if augment else 1
-    channels = block_boundaries(backbone)[-1]
-    shapes = {"narrow": (channels,), "wide": (WIDE_SIZE, WIDE_SIZE, channels)}
+    stores = _stores(image_ids, backbone, mode, augment, kinds, features_dir, shard_index, num_shards)
+    refuse_mismatched_stores(list(stores.values()))
     attrs = dict(
         backbone=backbone.name, weights=str(backbone.weights), input_mode=mode, views=n_views,
         block_boundaries=np.asarray(block_boundaries(backbone)), block_layers=np.asarray(backbone.block_layers, dtype="S"),
         shard_index=shard_index, num_shards=num_shards,
     )
-    writers = {
-        kind: FeatureWriter(store_path(features_dir, backbone.name, mode, kind, augment, shard_index, num_shards), ids, n_views, shapes[kind], dict(attrs, kind=kind))
-        for kind in kinds
-    }
+    writers = {kind: FeatureWriter(path, ids, n_views, shape, dict(attrs, kind=kind)) for kind, (path, _, _, shape) in stores.items()}
     try:
         status = np.stack([writer.status() for writer in writers.values()])
         pending = (status == PENDING).any(axis=0)
@@ -105,9 +123,9 @@ def extract(
         skipped, started = [], time.perf_counter()
         bar = None
         if progress:
-            from tqdm import tqdm
+            from mlsp.quiet import progress_bar
 
-            bar = tqdm(total=len(todo), desc=f"{backbone.name} {mode} {'aug8' if augment else 'whole'}", unit="img")
+            bar = progress_bar(total=len(todo), desc=f"{backbone.name} {mode} {'aug8' if augment else 'whole'}", unit="img")
         def fail(index: int, reason: str) -> None:
             skipped.append({"image_id": ids[index], "path": str(paths[index]), "reason": reason})
             for writer in writers.values():
@@ -117,7 +135,7 @@ def extract(
             """Views of one or more images of equal size through the network in one batch; when a
             batch of several fails, each image is tried alone, so only a bad image is lost."""
             try:
-                outputs = {kind: value.numpy() for kind, value in forward(np.concatenate([views for _, views in group])).items()}
+                outputs = {kind: np.asarray(value) for kind, value in forward(np.concatenate([views for _, views in group])).items()}
             except Exception as error:  # e.g. out of memory on one huge image
                 if len(group) > 1:
                     for item in group:
@@ -177,6 +195,7 @@ def run_extraction(metadata, ava_dir, backbone, features_dir, passes: dict, augm
 
     ids = list(metadata["image_id"])
     paths = image_paths(metadata, ava_dir)
+    refuse_mismatched_stores([store for mode, kinds in passes.items() for augment in augmentation for store in _stores(ids, backbone, mode, augment, kinds, features_dir, shard_index, num_shards).values()])
     summaries = []
     for mode, kinds in passes.items():
         model = mlsp_model(backbone, tuple(kinds))

@@ -16,10 +16,14 @@ What is removed, and why it says nothing here:
   step functions only; retracing within one model is prevented where it happened (one batch shape
   per model in mlsp.train.predict) and tested by counting traces (tests/test_quiet.py). The warning
   still shows for any other tf.function, e.g. mlsp.features'.
+- Progress bars redrawn many times a second: in a terminal they overwrite themselves, but a notebook
+  executed by papermill keeps each redraw as a separate stderr output (hundreds in notebook 01).
+  `progress_bar` redraws every NOTEBOOK_BAR_SECONDS where stderr is not a terminal.
 """
 from __future__ import annotations
 
 import logging
+import sys
 
 TF_LOG_LEVEL = "2"  # TF_CPP_MIN_LOG_LEVEL: 1 hides INFO, 2 also WARNING from C++ (not Python's warnings)
 KERAS_STEP_FUNCTIONS = ("TensorFlowTrainer.make_predict_function.", "TensorFlowTrainer._make_function.")
@@ -53,3 +57,17 @@ def kernel_config():
     if "transport_encryption" in KernelManager.class_trait_names() and zmq.has("curve"):
         config.KernelManager.transport_encryption = "auto"
     return config
+
+
+NOTEBOOK_BAR_SECONDS = 30.0
+
+
+def progress_bar(iterable=None, **options):
+    """tqdm's bar, redrawn at most every NOTEBOOK_BAR_SECONDS (and at the end) when stderr is not a
+    terminal: an executed notebook or a log keeps a line per half minute instead of one per image."""
+    from tqdm import tqdm
+
+    if not (hasattr(sys.stderr, "isatty") and sys.stderr.isatty()):
+        options.setdefault("mininterval", NOTEBOOK_BAR_SECONDS)
+        options.setdefault("maxinterval", NOTEBOOK_BAR_SECONDS * 2)
+    return tqdm(iterable, **options)
