@@ -1,6 +1,7 @@
 """Write params/<profile>/expected.yaml from real runs of that profile.
 
     python tools/record_expected.py PROFILE RESULTS_DIR [RESULTS_DIR ...] [--keep-values] [--note TEXT]
+    python tools/record_expected.py PROFILE --vary [--variants base,onednn_off,...] [--noisy-above 0.3]
 
 Each metric's expected value is the first run's; its tolerance is twice the largest difference
 between that value and any other run, but at least a floor: 0.02 for correlations, one test image's
@@ -15,17 +16,41 @@ a metric that training produces carries no signal worth a tolerance, and numeric
 move it anywhere: it is checked only to be present and finite, as the middle of its range with half
 the range as tolerance (SRCC and PLCC 0 +- 1, accuracy 50 +- 50). A NaN, a missing row or a failed
 notebook still fails. Counts and values computed from the data alone keep their recorded values.
+
+With `--vary` the tool makes the runs itself, one after the other (VARIANTS): the profile as
+`make demo` runs it, then with TensorFlow's oneDNN optimisations off, on one thread, one notebook at a
+time, and with two other training seeds (notebooks 02 onwards, on the first run's data and features).
+Tolerances then come from what other numerics and other seeds do to each number, which is what
+another machine will do to it, not from two identical runs. A metric whose tolerance would exceed
+`--noisy-above` (correlations; accuracies scaled to percent) is too noisy at this size to check
+usefully: it is checked only to be present and finite (its range), and the header lists it with
+its measured spread.
 """
 from __future__ import annotations
 
 import argparse
 import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
 from pathlib import Path
 
 import yaml
 
-from mlsp.paths import PARAMS_DIR
+from mlsp.paths import PARAMS_DIR, RESULTS_DIR
 from mlsp.results import flatten
+
+# name -> (environment, `mlsp run` arguments); each a setting that moves numbers on another machine
+VARIANTS = {
+    "base": ({}, ["--jobs", "2"]),
+    "onednn_off": ({"TF_ENABLE_ONEDNN_OPTS": "0"}, ["--jobs", "2"]),
+    "one_thread": ({"TF_NUM_INTRAOP_THREADS": "1", "TF_NUM_INTEROP_THREADS": "1", "OMP_NUM_THREADS": "1"}, ["--jobs", "2"]),
+    "jobs_1": ({}, ["--jobs", "1"]),
+    "seed_1": ({}, ["--jobs", "2", "--from", "02", "--set", "seed=1"]),
+    "seed_2": ({}, ["--jobs", "2", "--from", "02", "--set", "seed=2"]),
+}
 
 RECORDED = {
     "data": ["images", "test_images", "unreadable", "malformed_rows", "pixels_mos_srcc"],
@@ -71,6 +96,40 @@ def metrics_of(folder: Path) -> dict:
     return found
 
 
+def single_run_spread(folder: Path) -> dict:
+    """Per checked metric of one run, the spread its own results show: the standard deviation over
+    training seeds where the row was trained with several (`<metric>_seeds_sd`), else half the width of
+    its bootstrap interval (`<metric>_low`, `<metric>_high`). Metrics with neither are left out."""
+    spread = {}
+    for key, wanted in RECORDED.items():
+        flat = flatten(json.loads((folder / f"{key}.json").read_text())["metrics"])
+        for name in flat:
+            leaf = name.rsplit("/", 1)[-1]
+            if not ((wanted is None and leaf in CHECKED_LEAVES) or (wanted is not None and name in wanted)):
+                continue
+            seeds_sd, low, high = flat.get(f"{name}_seeds_sd"), flat.get(f"{name}_low"), flat.get(f"{name}_high")
+            if seeds_sd is not None and seeds_sd == seeds_sd:  # not NaN/None: several seeds
+                spread[f"{key}/{name}"] = ("seeds", float(seeds_sd))
+            elif low is not None and high is not None:
+                spread[f"{key}/{name}"] = ("interval", (float(high) - float(low)) / 2)
+    return spread
+
+
+def run_variants(profile: str, names: list[str], scratch: Path) -> list[Path]:
+    """Run the profile once per variant (the first must run every notebook), copying results/<profile>
+    aside after each; returns the copies, in order."""
+    copies = []
+    for name in names:
+        environment, arguments = VARIANTS[name]
+        command = [str(Path(sys.executable).with_name("mlsp")), "run", "--profile", profile, *arguments]
+        print(f"variant {name}: {' '.join(f'{k}={v}' for k, v in environment.items())} {' '.join(command[1:])}", flush=True)
+        subprocess.run(command, env={**os.environ, **environment}, check=True)
+        copy = scratch / name
+        shutil.copytree(RESULTS_DIR / profile, copy, ignore=shutil.ignore_patterns("notebooks", "*.png", "*.svg"))
+        copies.append(copy)
+    return copies
+
+
 def existing_values(profile: str) -> tuple[dict, dict]:
     """(value, tolerance) per metric name of the profile's current expected.yaml."""
     tree = yaml.safe_load((PARAMS_DIR / profile / "expected.yaml").read_text()) or {}
@@ -78,15 +137,58 @@ def existing_values(profile: str) -> tuple[dict, dict]:
     return {name: leaf["value"] for name, leaf in flat.items()}, {name: leaf["tolerance"] for name, leaf in flat.items()}
 
 
+def expected_tree(reference: dict, runs: list[dict], test_images: int, kept_tolerance: dict, noisy_above: float | None = None, range_only: bool = False, own_spread: dict | None = None) -> tuple[dict, dict, dict]:
+    """(expected.yaml's tree, each metric's largest difference from its expected value over the runs,
+    the metrics found too noisy): see the module's description. `own_spread` (single_run_spread of
+    the first run) widens each tolerance to at least 3 standard deviations over seeds, or to the
+    half-width of the metric's bootstrap interval where it was trained once."""
+    tree: dict = {}
+    spreads, noisy = {}, {}
+    own_spread = own_spread or {}
+    for name, value in reference.items():
+        spreads[name] = max(abs(float(value) - float(run[name])) for run in runs)
+        kind, amount = own_spread.get(name, ("", 0.0))
+        own = round(3 * amount + 1e-4, 4) if kind == "seeds" else round(amount + 1e-4, 4) if kind == "interval" else 0.0
+        tolerance = max(floor(name, test_images), round(2 * spreads[name] + 1e-4, 4) if spreads[name] else 0.0, kept_tolerance.get(name, 0.0), own)
+        node = tree
+        parts = name.split("/")
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+        node[parts[-1]] = {"value": round(float(value), 4), "tolerance": tolerance}
+        scaled = tolerance / 100 if "accuracy" in parts[-1] else tolerance
+        if noisy_above is not None and range_of(name) is not None and scaled > noisy_above:
+            noisy[name] = spreads[name]
+            node[parts[-1]] = {"value": range_of(name)[0], "tolerance": range_of(name)[1]}
+        if range_only and range_of(name) is not None:
+            if not all(abs(float(run[name]) - range_of(name)[0]) <= range_of(name)[1] for run in runs):
+                raise SystemExit(f"{name}: a run's value lies outside the metric's range: {[run[name] for run in runs]}")
+            node[parts[-1]] = {"value": range_of(name)[0], "tolerance": range_of(name)[1]}
+            spreads[name] = 0.0
+    return tree, spreads, noisy
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("profile")
-    parser.add_argument("runs", type=Path, nargs="+", help="results/<profile> folders of real runs (copied aside between runs)")
+    parser.add_argument("runs", type=Path, nargs="*", help="results/<profile> folders of real runs (copied aside between runs)")
+    parser.add_argument("--vary", action="store_true", help="make the runs: one per variant (VARIANTS), the first running every notebook")
+    parser.add_argument("--variants", default=",".join(VARIANTS), help=f"comma-separated, from {', '.join(VARIANTS)}")
+    parser.add_argument("--own-spread", action="store_true", help="one run that measured its own spread: tolerances of at least 3 sd over its training seeds, or its bootstrap half-width for rows trained once")
+    parser.add_argument("--noisy-above", type=float, default=None, help="metrics whose tolerance would exceed this (correlation units; accuracy in percent / 100) are checked only for presence and range")
     parser.add_argument("--keep-values", action="store_true", help="keep the current expected values; the runs only widen tolerances")
     parser.add_argument("--keep-tolerances", action="store_true", help="new values from the first run, but no tolerance narrower than the current one (the code changed the numbers; the machines' spread measured before still holds)")
     parser.add_argument("--note", default="", help="where the runs come from, for the file's header")
     parser.add_argument("--range-only-for-trained", action="store_true", help="trained metrics: only present and within their range (random weights, capped epochs)")
     args = parser.parse_args()
+    if args.vary:
+        names = args.variants.split(",")
+        unknown = [name for name in names if name not in VARIANTS]
+        if unknown or "--from" in VARIANTS[names[0]][1]:
+            parser.error(f"--variants: unknown {unknown}, or a first variant that does not run every notebook ({names[0]})")
+        args.runs = run_variants(args.profile, names, Path(tempfile.mkdtemp(prefix=f"record-{args.profile}-")))
+        args.note = (args.note + " " if args.note else "") + f"Runs: the variants {', '.join(names)} (tools/record_expected.py VARIANTS), in that order."
+    if not args.runs:
+        parser.error("give results folders of real runs, or --vary")
     runs = [metrics_of(folder) for folder in args.runs]
     test_images = int(json.loads((args.runs[0] / "data.json").read_text())["metrics"]["test_images"])
     if args.keep_values:
@@ -95,21 +197,8 @@ def main() -> None:
         reference, kept_tolerance = runs[0], existing_values(args.profile)[1]
     else:
         reference, kept_tolerance = runs[0], {}
-    tree: dict = {}
-    spreads = {}
-    for name, value in reference.items():
-        spreads[name] = max(abs(float(value) - float(run[name])) for run in runs)
-        tolerance = max(floor(name, test_images), round(2 * spreads[name] + 1e-4, 4) if spreads[name] else 0.0, kept_tolerance.get(name, 0.0))
-        node = tree
-        parts = name.split("/")
-        for part in parts[:-1]:
-            node = node.setdefault(part, {})
-        node[parts[-1]] = {"value": round(float(value), 4), "tolerance": tolerance}
-        if args.range_only_for_trained and range_of(name) is not None:
-            if not all(abs(float(run[name]) - range_of(name)[0]) <= range_of(name)[1] for run in runs):
-                raise SystemExit(f"{name}: a run's value lies outside the metric's range: {[run[name] for run in runs]}")
-            node[parts[-1]] = {"value": range_of(name)[0], "tolerance": range_of(name)[1]}
-            spreads[name] = 0.0
+    own_spread = single_run_spread(args.runs[0]) if args.own_spread else None
+    tree, spreads, noisy = expected_tree(reference, runs, test_images, kept_tolerance, args.noisy_above, args.range_only_for_trained, own_spread)
     origin = "the values of earlier real runs, kept; tolerances widened by" if args.keep_values else ("the first of" if not args.keep_tolerances else "the values of the first of")
     if args.keep_tolerances:
         args.note = (args.note + " " if args.note else "") + "Tolerances: at least those of the previous expected.yaml (spreads measured across machines and numerics before)."
@@ -121,6 +210,11 @@ def main() -> None:
         f"# one test image ({test_images} in all) for accuracies.\n"
         + ("# Trained metrics (Tables 2-3, Fig. 7, the resolution network): random weights and capped epochs, so only\n"
            "# checked to be present and finite: the middle of the metric's range, half the range as tolerance.\n" if args.range_only_for_trained else "")
+        + (f"# Too noisy at this size to check usefully (tolerance above {args.noisy_above:g}), so checked only to be present\n"
+           f"# and within their range: " + "; ".join(f"{name} (spread {spread:.3f})" for name, spread in noisy.items()) + ".\n" if noisy else "")
+        + ("# --own-spread: tolerances of at least 3 standard deviations over the run's training seeds (rows on features), or\n"
+           "# the half-width of the metric's 95% bootstrap interval for rows trained once (fine-tuned rows, Fig. 7 unless seeded):\n"
+           "# another machine's numerics move a small model about as much as another seed does.\n" if args.own_spread else "")
         + "# Synthetic data: these numbers test the pipeline, not the paper.\n"
     )
     target = PARAMS_DIR / args.profile / "expected.yaml"
