@@ -20,8 +20,10 @@ demo: $(STAMP)
 	$(BIN)/mlsp run --profile demo --jobs 2
 	$(BIN)/mlsp check --profile demo
 
+# Two pytest workers: much of the suite is single-threaded Python (kernels starting, graphs tracing),
+# so a second worker fills the other core; work stealing lets it take what the first has queued.
 test: $(STAMP)
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n 2 --dist worksteal
 
 check: $(STAMP)
 	$(BIN)/mlsp check --profile demo

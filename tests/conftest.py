@@ -41,3 +41,25 @@ def tiny_project(tmp_path):
     (params / "tiny" / "common.yaml").write_text("profile: tiny\nrate: 1\n")
     (params / "tiny" / "01_second.yaml").write_text("repeat: 2\n")
     return {"notebooks": notebooks, "params": params, "results": results, "log": log}
+
+
+# The two longest tests (the rehearsal, ~15 min, and the smoke profile, ~5 min) go to opposite ends
+# of the run: `make test` runs two workers with work stealing (pytest -n 2 --dist worksteal), which
+# hands the first half of the list to one worker and the second to the other, so each long test
+# starts its worker's share and the other tests fill the other core. A plain serial run is unaffected
+# in what it runs.
+FIRST, LAST = "tests/test_rehearsal_profile.py", "tests/test_smoke_profile.py"
+
+
+def pytest_collection_modifyitems(session, config, items):
+    items.sort(key=lambda item: 0 if item.nodeid.startswith(FIRST) else 2 if item.nodeid.startswith(LAST) else 1)
+
+
+def pytest_configure(config):
+    """With several workers, convert Lite0's ImageNet weights once, here, before any worker starts:
+    two workers converting at the same moment would write the same partial cache file."""
+    workers = getattr(config.option, "numprocesses", None)
+    if workers and not hasattr(config, "workerinput"):
+        from mlsp import efficientnet_lite
+
+        efficientnet_lite.imagenet_weights_file()
