@@ -171,7 +171,7 @@ def imagenet_weights_file(cache_dir: str | Path | None = None) -> Path:
     model = efficientnet_lite0(include_top=True)
     convert_state_dict(model, state)
     cache.mkdir(parents=True, exist_ok=True)
-    temporary = target.with_suffix(".partial.weights.h5")
+    temporary = target.with_suffix(f".{os.getpid()}.partial.weights.h5")  # two processes converting at once write apart
     model.save_weights(temporary)
     temporary.replace(target)  # a half-written cache file is never taken for a good one
     return target

@@ -93,8 +93,9 @@ def training_curves(results: list[dict] | dict[str, list[dict]], columns: int = 
     for index, (axis, (group, result)) in enumerate(zip(axes.ravel(), panels)):
         history = result["history"]
         epochs = np.arange(1, len(history["loss"]) + 1)
-        axis.plot(epochs, history["loss"], color=CURVE_COLOURS["train"], linewidth=1.2)
-        axis.plot(epochs[: len(history["val_loss"])], history["val_loss"], color=CURVE_COLOURS["validation"], linewidth=1.2)
+        marker = "o" if len(history["loss"]) == 1 else None  # one epoch (the demo's fine-tuning) is a point, not a line
+        axis.plot(epochs, history["loss"], color=CURVE_COLOURS["train"], linewidth=1.2, marker=marker)
+        axis.plot(epochs[: len(history["val_loss"])], history["val_loss"], color=CURVE_COLOURS["validation"], linewidth=1.2, marker=marker)
         rates = np.asarray(history.get("learning_rate", []), dtype=float)
         for drop in np.flatnonzero(rates[1:] < rates[:-1]) + 1:  # epoch drop + 1 (1-based) is the first at the lower rate
             axis.axvline(drop + 0.5, color=CURVE_COLOURS["drop"], linestyle=":", linewidth=1)
