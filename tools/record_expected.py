@@ -117,10 +117,14 @@ def single_run_spread(folder: Path) -> dict:
 
 def run_variants(profile: str, names: list[str], scratch: Path) -> list[Path]:
     """Run the profile once per variant (the first must run every notebook), copying results/<profile>
-    aside after each; returns the copies, in order."""
+    aside after each; returns the copies, in order. A variant that runs every notebook starts from an
+    empty work_dir, so that its features are extracted under its own numerics."""
+    work_dir = yaml.safe_load((PARAMS_DIR / profile / "common.yaml").read_text()).get("work_dir", f"data/{profile}")
     copies = []
     for name in names:
         environment, arguments = VARIANTS[name]
+        if "--from" not in arguments:  # a variant of every notebook extracts afresh: numerics move features too
+            shutil.rmtree(RESULTS_DIR.parent / work_dir, ignore_errors=True)
         command = [str(Path(sys.executable).with_name("mlsp")), "run", "--profile", profile, *arguments]
         print(f"variant {name}: {' '.join(f'{k}={v}' for k, v in environment.items())} {' '.join(command[1:])}", flush=True)
         subprocess.run(command, env={**os.environ, **environment}, check=True)
