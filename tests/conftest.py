@@ -63,3 +63,33 @@ def pytest_configure(config):
         from mlsp import efficientnet_lite
 
         efficientnet_lite.imagenet_weights_file()
+
+
+HANG_SECONDS = 30  # far above any one test's reading of a few small files
+
+
+@pytest.fixture
+def no_hang():
+    """Fails a test that blocks for HANG_SECONDS instead of hanging the run (a FIFO's open() waits
+    forever for a writer). Call it with each FIFO the test makes: on time-out its reader is released
+    (opened for writing and closed), so that a worker thread blocked on it can finish too."""
+    import signal
+
+    fifos = []
+
+    def expire(signum, frame):
+        for fifo in fifos:
+            try:
+                os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))
+            except OSError:  # no reader waiting on it (ENXIO): nothing to release
+                pass
+        pytest.fail(f"blocked for {HANG_SECONDS} s (opened a FIFO or a device?)", pytrace=False)
+
+    previous = signal.signal(signal.SIGALRM, expire)
+    signal.alarm(HANG_SECONDS)
+    try:
+        yield fifos.append
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, previous)
+

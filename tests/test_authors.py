@@ -468,7 +468,7 @@ def broken_file(reference, tmp_path, case):
         return path, "layer 'head_fc2' weight 'bias' holds NaN or infinite values"
     if case == "overflowing":
         rewrite_dataset(path, "head_fc0", "bias", data=np.full((2048,), 3e38, np.float32))
-        return path, "the head's prediction for all-zero features is not finite"
+        return path, "the head's predictions for typical features are not finite, from layer 'head_bn0' (our fc1_bn) on"
     if case == "string_typed":
         rewrite_dataset(path, "head_out", "bias", data=np.array([b"0.5"]))
         return path, "layer 'head_out' weight 'bias' (/head_out/head_out/bias:0) holds values of type |S3, not floating-point numbers"
@@ -549,3 +549,284 @@ def test_imported_scorers_record_avas_score_scale(wide, reduced_backbone, tmp_pa
     config = score.read_config(folder)
     assert (config["score_min"], config["score_max"]) == (1, 10)
     assert score.load_scorer(folder).score_scale == (1, 10)
+
+
+# --- HDF5 links where a layer or a weight should be ------------------------------------------------------
+
+
+def linked_file(reference, tmp_path, case):
+    """A copy of the reference narrow head with one layer group, weight or group on a weight's path
+    replaced by an HDF5 link; returns (path, what the message must say). The external targets hold
+    another head of the same shapes, so following the link would import other weights."""
+    path = write_keras2_weights(tmp_path / f"{case}.h5", reference)
+    other = write_keras2_weights(tmp_path / f"other_{case}.h5", authors_model("single_3fc", CHANNELS, seed=7))
+    with h5py.File(path, "a") as handle:
+        if case == "external_weight":
+            del handle["head_fc1/head_fc1/kernel:0"]
+            handle["head_fc1/head_fc1/kernel:0"] = h5py.ExternalLink(str(other), "/head_fc1/head_fc1/kernel:0")
+            return path, f"layer 'head_fc1' weight 'head_fc1/kernel:0' is an HDF5 external link to /head_fc1/head_fc1/kernel:0 in file {other}"
+        if case == "external_weight_missing_file":
+            del handle["head_fc1/head_fc1/kernel:0"]
+            handle["head_fc1/head_fc1/kernel:0"] = h5py.ExternalLink(str(tmp_path / "gone.h5"), "/head_fc1/head_fc1/kernel:0")
+            return path, f"layer 'head_fc1' weight 'head_fc1/kernel:0' is an HDF5 external link to /head_fc1/head_fc1/kernel:0 in file {tmp_path / 'gone.h5'}"
+        if case == "soft_weight":  # gamma read from beta: the same shape, the wrong values
+            del handle["head_bn0/head_bn0/gamma:0"]
+            handle["head_bn0/head_bn0/gamma:0"] = h5py.SoftLink("/head_bn0/head_bn0/beta:0")
+            return path, "layer 'head_bn0' weight 'head_bn0/gamma:0' is an HDF5 soft link to /head_bn0/head_bn0/beta:0"
+        if case == "dangling_soft_weight":
+            del handle["head_out/head_out/bias:0"]
+            handle["head_out/head_out/bias:0"] = h5py.SoftLink("/nowhere/bias:0")
+            return path, "layer 'head_out' weight 'head_out/bias:0' is an HDF5 soft link to /nowhere/bias:0"
+        if case == "external_scope_group":  # the group on the weights' path, not the dataset, is the link
+            del handle["head_fc2/head_fc2"]
+            handle["head_fc2/head_fc2"] = h5py.ExternalLink(str(other), "/head_fc2/head_fc2")
+            return path, f"layer 'head_fc2' weight 'head_fc2/kernel:0' ('head_fc2' on its path) is an HDF5 external link to /head_fc2/head_fc2 in file {other}"
+        if case == "external_layer":
+            del handle["head_fc0"]
+            handle["head_fc0"] = h5py.ExternalLink(str(other), "/head_fc0")
+            return path, f"layer 'head_fc0' is an HDF5 external link to /head_fc0 in file {other}"
+        if case == "soft_layer":
+            handle.move("head_bn2", "stored_elsewhere")
+            handle["head_bn2"] = h5py.SoftLink("/stored_elsewhere")
+            return path, "layer 'head_bn2' is an HDF5 soft link to /stored_elsewhere"
+        if case == "absolute_weight_name":  # resolved from the root: another layer's dataset
+            handle["head_bn1"].attrs["weight_names"] = np.array([b"/head_bn0/head_bn0/gamma:0", b"head_bn1/beta:0", b"head_bn1/moving_mean:0", b"head_bn1/moving_variance:0"])
+            return path, "layer 'head_bn1' lists weight '/head_bn0/head_bn0/gamma:0', an absolute path outside its group"
+    raise AssertionError(case)
+
+
+LINKS = ["external_weight", "external_weight_missing_file", "soft_weight", "dangling_soft_weight", "external_scope_group", "external_layer", "soft_layer", "absolute_weight_name"]
+
+
+@pytest.mark.parametrize("case", LINKS)
+def test_links_where_a_layer_or_weight_should_be_are_refused_naming_them(narrow, reduced_backbone, tmp_path, capsys, case):
+    reference, _ = narrow
+    path, expected = linked_file(reference, tmp_path, case)
+    status, err = import_cli(capsys, path, "--out", tmp_path / "scorer", "--force")
+    assert status == 2 and f"error: {path}: " in err and expected in err, err
+    assert "no such dataset" not in err and "KeyError" not in err
+    assert not (tmp_path / "scorer").exists()
+    status, err = import_cli(capsys, path, "--out", tmp_path / "scorer")  # found from the metadata: --force is not offered
+    assert status == 2 and "--force would not help either" in err and expected in err, err
+
+
+def test_the_linked_file_helper_changes_only_the_link(narrow, reduced_backbone, tmp_path):
+    # the same moves without links import: each refusal above is the link's
+    reference, _ = narrow
+    path = write_keras2_weights(tmp_path / "moved.h5", reference)
+    with h5py.File(path, "a") as handle:
+        handle.move("head_bn2", "stored_elsewhere")
+        handle.move("stored_elsewhere", "head_bn2")
+    imported = authors.build_head(path)
+    x = features("single_3fc")
+    np.testing.assert_allclose(imported.model.predict_on_batch(x), reference.predict_on_batch(x), rtol=1e-5, atol=1e-5)
+
+
+# --- what the imported head predicts ------------------------------------------------------------------------
+
+
+def test_probe_features_are_typical_distinct_and_repeatable():
+    probes = authors.probe_features((5, 5, CHANNELS))
+    assert probes.shape == (1 + len(authors.PROBE_SCALES), 5, 5, CHANNELS) and probes.dtype == np.float32
+    assert not probes[0].any() and (probes >= 0).all()  # zeros, and non-negative like post-ReLU averages
+    assert len({probe.tobytes() for probe in probes}) == len(probes)
+    means = probes[1:].reshape(len(authors.PROBE_SCALES), -1).mean(axis=1)
+    np.testing.assert_allclose(means, authors.PROBE_SCALES, rtol=0.25)
+    np.testing.assert_array_equal(probes, authors.probe_features((5, 5, CHANNELS)))
+
+
+class FixedHead:
+    """Predicts the given scores, whatever the features."""
+
+    input_shape = (None, CHANNELS)
+
+    def __init__(self, scores):
+        self.scores = np.asarray(scores, np.float32).reshape(-1, 1)
+
+    def predict_on_batch(self, x):
+        assert len(x) == len(self.scores)
+        return self.scores
+
+
+@pytest.mark.parametrize(
+    "scores, refused",
+    [
+        ([1, 5.5, 10, 7], None),
+        ([-89, 3, 100, 4], None),  # 10 widths of AVA's 1-10 scale beyond either end: still accepted
+        ([-89.5, 3, 5, 4], "the head predicts -89.5 for typical features, more than 10 scale-widths outside the 1-10 score scale (allowed -89 to 100"),
+        ([2, 3, 100.5, 4], "the head predicts 100.5 for typical features, more than 10 scale-widths"),
+        ([2, np.inf, 5, 4], "the head's predictions for typical features are not finite"),
+        ([5.25, 5.25, 5.25, 5.25], "the head predicts 5.25 for each of 4 different typical feature vectors, so it would score every photo alike"),
+    ],
+    ids=["within", "at_the_bound", "below", "above", "infinite", "constant"],
+)
+def test_the_prediction_check_states_its_bounds(scores, refused, monkeypatch):
+    monkeypatch.setattr(authors, "_first_layer", lambda *args, **kwargs: "")  # no layers in a fixed head
+    plan = authors.weight_plan("single_3fc", CHANNELS)
+    check = lambda: authors.check_predictions(FixedHead(scores), plan, "single_3fc", "head.h5", (1.0, "head_fc0", "kernel"))  # noqa: E731
+    if refused is None:
+        check()
+    else:
+        with pytest.raises(authors.AuthorsFileError, match="^head.h5: ") as error:
+            check()
+        assert refused in str(error.value)
+        assert "largest weight 1, layer 'head_fc0' weight 'kernel'" in str(error.value) or "alike" in str(error.value)
+
+
+def out_of_range_file(reference, tmp_path, case):
+    """A copy of the reference narrow head whose weights are all finite and of the right shapes but
+    predict nonsense; returns (path, what the message must say)."""
+    kernel = np.asarray(reference.get_layer("head_fc0").kernel.numpy()).copy()
+    if case == "kernel_row_3e38":  # no effect on all-zero features, ~1e35 on typical ones
+        kernel[3] = 3e38
+        change = {("head_fc0", "kernel"): kernel}
+        expected = "e+35 for typical features, more than 10 scale-widths outside the 1-10 score scale (allowed -89 to 100; largest weight 3e+38, layer 'head_fc0' weight 'kernel')"
+    elif case == "kernel_row_1e6":
+        kernel[3] = 1e6
+        change = {("head_fc0", "kernel"): kernel}
+        expected = "more than 10 scale-widths outside the 1-10 score scale (allowed -89 to 100; largest weight 1e+06, layer 'head_fc0' weight 'kernel')"
+    elif case == "output_bias_1e4":
+        change = {("head_out", "bias"): np.array([1e4], np.float32)}
+        expected = "the head predicts 1e+04 for typical features"
+    elif case == "zero_first_kernel":
+        change = {("head_fc0", "kernel"): np.zeros_like(kernel)}
+        expected = "so it would score every photo alike (the output of layer 'head_fc0' (our fc1) is already the same for all of them"
+    elif case == "zero_final_kernel":
+        change = {("head_out", "kernel"): np.zeros((256, 1), np.float32)}
+        expected = "so it would score every photo alike (the output of layer 'head_out' (our fc_mos) is already the same for all of them"
+    elif case == "dead_relus":
+        change = {("head_fc1", "bias"): np.full((1024,), -1e3, np.float32)}
+        expected = "so it would score every photo alike (the output of layer 'head_fc1' (our fc2) is already the same for all of them"
+    elif case == "infinite_kernel_row":
+        kernel[5] = np.inf
+        change = {("head_fc0", "kernel"): kernel}
+        expected = "layer 'head_fc0' weight 'kernel' holds NaN or infinite values"
+    else:
+        raise AssertionError(case)
+    return write_keras2_weights(tmp_path / f"{case}.h5", reference, replace=change), expected
+
+
+@pytest.mark.parametrize("case", ["kernel_row_3e38", "kernel_row_1e6", "output_bias_1e4", "zero_first_kernel", "zero_final_kernel", "dead_relus", "infinite_kernel_row"])
+def test_force_refuses_weights_that_predict_nonsense_for_typical_features(narrow, reduced_backbone, tmp_path, capsys, case):
+    reference, _ = narrow
+    path, expected = out_of_range_file(reference, tmp_path, case)
+    status, err = import_cli(capsys, path, "--out", tmp_path / "scorer", "--force")
+    assert status == 2 and f"error: {path}: " in err and expected in err, err
+    assert not (tmp_path / "scorer").exists()
+
+
+def test_a_wide_head_with_a_constant_inception_block_is_refused(wide, reduced_backbone, tmp_path, capsys):
+    reference, _ = wide
+    zeros = {(f"{column}_conv", "kernel"): np.zeros(tuple(reference.get_layer(f"{column}_conv").kernel.shape), np.float32)
+             for column in ("branch_1x1", "3x3_1x1", "3x3_1x3", "3x3_3x1", "branch_pool")}
+    path = write_keras2_weights(tmp_path / "constant.h5", reference, replace=zeros)
+    status, err = import_cli(capsys, path, "--out", tmp_path / "scorer", "--force")
+    assert status == 2 and "would score every photo alike (the output of the inception block (layers 'branch_1x1_conv' to 'branch_pool_bn')" in err, err
+
+
+# --- an output folder the final rename cannot replace ----------------------------------------------------------
+
+
+@pytest.mark.parametrize("given", [".", "./", "", "..", "cwd_absolute", "link_to_cwd", "mount_point"])
+def test_an_output_that_cannot_be_replaced_is_refused_first(narrow, nothing_read, tmp_path, capsys, monkeypatch, given):
+    _, path = narrow
+    work = tmp_path / "work"
+    work.mkdir()
+    monkeypatch.chdir(work)
+    if given == "cwd_absolute":
+        given, expected = str(work), f"{work}: is the current directory, which the import cannot replace; give the path of a new folder, e.g. --out {work / 'authors_scorer'}"
+    elif given == "link_to_cwd":
+        (tmp_path / "link").symlink_to(work)
+        given, expected = str(tmp_path / "link"), f"{work} (--out {tmp_path / 'link'}): is the current directory"
+    elif given == "mount_point":
+        mounted = tmp_path / "mounted"
+        mounted.mkdir()
+        real_ismount = os.path.ismount
+        monkeypatch.setattr(os.path, "ismount", lambda p: Path(p) == mounted or real_ismount(p))
+        given, expected = str(mounted), f"{mounted}: is a mount point, which the import cannot replace"
+    elif given == "..":
+        expected = f"{tmp_path} (--out ..): is a parent of the current directory, which the import cannot replace; give the path of a new folder, e.g. --out ../authors_scorer"
+    else:
+        expected = f"{work} (--out {given or repr('')}): is the current directory, which the import cannot replace; give the path of a new folder, e.g. --out {os.path.join(given, 'authors_scorer')}"
+    status, err = import_cli(capsys, path, "--out", given, "--force")
+    assert status == 2 and expected in err, err
+    assert list(work.iterdir()) == [] and not [p for p in tmp_path.iterdir() if ".partial-" in p.name]
+
+
+def test_a_relative_output_is_written_and_reported_as_an_absolute_path(narrow, reduced_backbone, tmp_path, capsys, monkeypatch):
+    _, path = narrow
+    monkeypatch.chdir(tmp_path)
+    assert cli.main(["import-authors", str(path), "--out", "./scorer", "--force"]) == 0
+    assert f"wrote {tmp_path / 'scorer'}:" in capsys.readouterr().out
+    assert (tmp_path / "scorer" / "head.keras").is_file()
+
+
+# --- name attributes that list only part of the file ------------------------------------------------------------
+
+
+def partly_listed_file(reference, tmp_path, case):
+    """A copy of the reference narrow head whose name attributes leave something out; returns (path,
+    what the message must say)."""
+    path = write_keras2_weights(tmp_path / f"{case}.h5", reference, split_layer_names=case == "layer_names_chunk_missing")
+    with h5py.File(path, "a") as handle:
+        if case == "layer_names_cut_short":  # the groups of head_bn1 onwards are all there
+            handle.attrs["layer_names"] = handle.attrs["layer_names"][:6]
+            return path, "the file's layer_names lists 4 of the 7 layers with weights the head needs; the first absent, 'head_fc2' (our fc3), has a group in the file but is not listed"
+        if case == "first_layer_unlisted":
+            handle.attrs["layer_names"] = np.array([name for name in handle.attrs["layer_names"] if name != b"head_fc0"])
+            return path, "the file has a group 'head_fc0', but its layer_names does not list it"
+        if case == "layer_names_chunk_missing":
+            handle.attrs["layer_names2"] = handle.attrs["layer_names1"]
+            del handle.attrs["layer_names1"]
+            return path, "root attribute 'layer_names' is split into chunks, but 'layer_names1' is missing (there is a 'layer_names2'): the list is cut short"
+        if case == "weight_unlisted":
+            handle["head_bn0"].attrs["weight_names"] = handle["head_bn0"].attrs["weight_names"][1:]
+            return path, "layer 'head_bn0' holds weights ['beta', 'moving_mean', 'moving_variance'], expected ['beta', 'gamma', 'moving_mean', 'moving_variance'] (its group also stores gamma, which its weight_names does not list)"
+        if case == "no_backend":
+            del handle.attrs["backend"]
+            return path, "the file does not say which backend wrote it (no attribute 'backend')"
+        if case == "no_keras_version":
+            del handle.attrs["keras_version"]
+            return path, "the file does not say which Keras version wrote it (no attribute 'keras_version')"
+    raise AssertionError(case)
+
+
+@pytest.mark.parametrize("case", ["layer_names_cut_short", "first_layer_unlisted", "layer_names_chunk_missing", "weight_unlisted", "no_backend", "no_keras_version"])
+def test_name_attributes_that_leave_something_out_are_named(narrow, tmp_path, capsys, case):
+    reference, _ = narrow
+    path, expected = partly_listed_file(reference, tmp_path, case)
+    status, err = import_cli(capsys, path, "--out", tmp_path / "scorer", "--force")
+    assert status == 2 and f"error: {path}: " in err and expected in err, err
+    assert "'?'" not in err and ") is missing" not in err  # not "layer 'X' (our Y) is missing": the file has it
+
+
+# --- refusals come before TensorFlow --------------------------------------------------------------------------------
+
+
+def test_refusals_do_not_import_tensorflow(narrow, tmp_path):
+    # importing TensorFlow takes 10-15 s: every refusal that needs no model must come without it
+    import subprocess
+    import sys
+
+    _, path = narrow
+    huge = keras2_file_without_values(tmp_path / "huge.h5", "single_3fc", 4_000_000)
+    linked = tmp_path / "linked.h5"
+    linked.write_bytes(path.read_bytes())
+    with h5py.File(linked, "a") as handle:
+        del handle["head_out/head_out/bias:0"]
+        handle["head_out/head_out/bias:0"] = h5py.ExternalLink(str(tmp_path / "gone.h5"), "/bias")
+    refusals = [
+        [str(tmp_path / "absent.h5"), "--out", str(tmp_path / "a")],
+        [str(path), "--out", "."],
+        [str(path), "--out", str(tmp_path / "b")],  # not published, not forced
+        [str(huge), "--out", str(tmp_path / "c"), "--force"],
+        [str(linked), "--out", str(tmp_path / "d"), "--force"],
+    ]
+    script = (
+        "import sys; from mlsp import cli\n"
+        f"statuses = [cli.main(['import-authors', *arguments]) for arguments in {refusals!r}]\n"
+        "print(statuses, sorted(name for name in ('keras', 'tensorflow') if name in sys.modules))\n"
+    )
+    environment = {**os.environ, "PYTHONPATH": str(Path(authors.__file__).parents[1])}
+    done = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, env=environment, capture_output=True, text=True, timeout=300)
+    assert done.stdout.strip() == "[2, 2, 2, 2, 2] []", done.stdout + done.stderr

@@ -78,6 +78,31 @@ def test_bad_images_are_reported_and_excluded(tmp_path):
     assert tuple(data.load_rgb(tmp_path / "images" / "3.jpg")[0, 0]) == (255, 255, 255)  # transparent -> white
 
 
+def test_a_fifo_or_device_named_like_an_image_is_reported_not_waited_on(tmp_path, no_hang):
+    import os
+
+    make_ava(tmp_path, {"1": rgb(), "2": rgb(), "3": rgb(), "4": rgb(), "5": os.mkfifo, "6": lambda p: p.symlink_to("/dev/zero")}, test_ids=["1"])
+    no_hang(tmp_path / "images" / "5.jpg")
+    metadata, unreadable, _ = data.read_ava(tmp_path, seed=0, validation_fraction=0.5, progress=False, workers=2)
+    assert sorted(metadata["image_id"]) == ["1", "2", "3", "4"]
+    assert dict(zip(unreadable["image_id"], unreadable["reason"])) == {
+        "5": "unreadable: a named pipe (FIFO), not a regular file",
+        "6": "unreadable: a character device (through a symbolic link to /dev/zero), not a regular file",
+    }
+
+
+def test_an_ava_txt_that_is_a_fifo_or_a_folder_is_one_error_naming_it(tmp_path, no_hang):
+    import os
+
+    os.mkfifo(tmp_path / "AVA.txt")
+    no_hang(tmp_path / "AVA.txt")
+    with pytest.raises(ValueError, match=r"AVA.txt: the AVA.txt is a named pipe \(FIFO\), not a regular file$"):
+        data.parse_ava_txt(tmp_path / "AVA.txt")
+    (tmp_path / "generic_test.jpgl").mkdir()
+    with pytest.raises(ValueError, match=r"generic_test.jpgl: the test list is a directory, not a regular file$"):
+        data.read_test_list(tmp_path / "generic_test.jpgl")
+
+
 def test_split_sizes_and_determinism(tmp_path):
     make_ava(tmp_path, {str(i): rgb() for i in range(60)}, test_ids=[str(i) for i in range(10)])
     first, _, _ = data.build_metadata(tmp_path, seed=3, progress=False, verify_images=False)

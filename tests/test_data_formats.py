@@ -488,15 +488,48 @@ def test_decimal_commas_are_read_in_a_semicolon_file_in_every_numeric_column(tmp
     assert not problems and table["mos"][0] == 3.0 and table["mos_std"][0] == pytest.approx(0.707)
 
 
-def test_a_decimal_comma_outside_a_semicolon_file_is_rejected_with_a_hint(tmp_path):
+def test_a_decimal_comma_in_a_comma_separated_file_is_rejected_with_a_hint(tmp_path):
     found = rejected(tmp_path, 'image,mos\na.jpg,"1,5"\nb.jpg,5\n')
-    assert found == [(2, "column 'mos' (2): '1,5' is not a number (decimal commas are read only in ;-separated files)")]
+    assert found == [(2, "column 'mos' (2): '1,5' is not a number (decimal commas are read only in ;- or tab-separated files)")]
+
+
+def test_decimal_commas_are_read_in_a_tab_separated_file(tmp_path):
+    text = "image\tmos\tvotes_1\tvotes_2\tSD\na.jpg\t1,5\t3\t1\t0,25\nb.jpg\t7,25\t0\t2\t0\nc.jpg\t6.5\t1\t1\t0\n"
+    table, problems = labels.read_labels(write(tmp_path, text), "csv", data.ScoreScale(1, 10, 5))
+    assert not problems and list(table["mos"]) == [1.5, 7.25, 6.5]
+    koniq = "image_name\tc1\tc2\tc3\tc4\tc5\tc_total\tMOS\tSD\na.jpg\t0\t1\t2\t1\t0\t4\t3,0\t0,707\n"
+    table, problems = labels.read_labels(write(tmp_path, koniq), "koniq10k", KONIQ)
+    assert not problems and table["mos"][0] == 3.0 and table["mos_std"][0] == pytest.approx(0.707)
+
+
+@pytest.mark.parametrize(
+    ("text", "data_format", "images"),
+    [
+        # a comma inside a quoted column name of a ;-separated header: it was read as comma-separated
+        ('image;mos;"note, free text"\na.jpg;5,5;fine\nb.jpg;6;"ok, really"\n', "csv", ["a.jpg", "b.jpg"]),
+        ('"image_name";"c1";"c2";"MOS";"comment, if any"\na.jpg;1;1;1,5;\n', "koniq10k", ["a.jpg"]),
+        ('image\t"mos, mean of votes"\tmos\na.jpg\t9\t4,5\n', "csv", ["a.jpg"]),
+        # the quoted name holds a semicolon and a tab; the file is comma-separated
+        ('image,mos,"a;b\tc"\na.jpg,4.5,x\n', "csv", ["a.jpg"]),
+    ],
+)
+def test_the_separator_is_the_one_that_splits_the_header_into_the_required_columns(tmp_path, text, data_format, images):
+    table, problems = labels.read_labels(write(tmp_path, text), data_format, data.ScoreScale(1, 10, 5))
+    assert not problems and list(table["image_id"]) == images
+
+
+def test_a_header_no_separator_fits_names_the_missing_column_as_the_best_one_splits_it(tmp_path):
+    with pytest.raises(ValueError, match=r"line 1: no column 'image' \(the header has: file, mos, note, x\)"):
+        labels.read_labels(write(tmp_path, 'file;mos;"note, x"\na.jpg;5;y\n'), "csv", KONIQ)
+    with pytest.raises(ValueError, match=r"line 1: no column 'mos' \(the header has: image, score\)"):
+        labels.read_labels(write(tmp_path, "image\tscore\na.jpg\t5\n"), "csv", KONIQ)
 
 
 @pytest.mark.parametrize(
     ("data_format", "text"),
     [
-        ("csv", "image\tmos\n" + "".join(f"p{index}.png\t{index % 9 + 1},5\n" for index in range(6)) + "p6.png\t3\np7.png\t4\n"),
+        # MOS as percentages ("15%")
+        ("csv", "image\tmos\n" + "".join(f"p{index}.png\t{index % 9 + 1}5%\n" for index in range(6)) + "p6.png\t3\np7.png\t4\n"),
         ("koniq10k", "image_name,MOS,SD\n" + "".join(f'p{index}.png,"{index % 4 + 1},5",0.5\n' for index in range(6)) + "p6.png,3,0.5\np7.png,4,0.5\n"),
     ],
 )
@@ -548,6 +581,134 @@ def test_two_set_columns_are_refused_naming_both_and_the_expected_name(tmp_path)
 def test_paths_through_parent_folders_are_duplicates_of_the_plain_name(tmp_path):
     found = rejected(tmp_path, "image,mos\nimg05.jpg,5\nsub/../img05.jpg,6\nsub/./x/../img06.jpg,4\nsub/img06.jpg,4\n")
     assert found == [(3, "column 'image' (1): duplicate image (first at line 2, kept)"), (5, "column 'image' (1): duplicate image (first at line 4, kept)")]
+
+
+def test_names_leading_out_of_images_dir_are_rejected_with_line_and_column(tmp_path):
+    text = "image,mos\n../outside.jpg,5\nsub/../../x.jpg,5\n..\\x.jpg,5\n..,5\nsub/..,5\n./,5\n..a.jpg,5\nsub/..b/c.jpg,5\nsub/../d.jpg,5\n"
+    found = rejected(tmp_path, text)
+    assert found == [
+        (2, "column 'image' (1): '../outside.jpg' leads out of images_dir (it is '../outside.jpg'); give it relative to images_dir, inside it"),
+        (3, "column 'image' (1): 'sub/../../x.jpg' leads out of images_dir (it is '../x.jpg'); give it relative to images_dir, inside it"),
+        (4, "column 'image' (1): '..\\\\x.jpg' leads out of images_dir (it is '../x.jpg'); give it relative to images_dir, inside it"),
+        (5, "column 'image' (1): '..' leads out of images_dir (through '..'); give it relative to images_dir, inside it"),
+        (6, "column 'image' (1): 'sub/..' names images_dir itself, not an image in it"),
+        (7, "column 'image' (1): './' names images_dir itself, not an image in it"),
+    ]  # "..a.jpg", "sub/..b/c.jpg" and "sub/../d.jpg" are names inside it
+
+
+def test_an_image_outside_images_dir_is_not_read_but_a_symlink_inside_it_may_point_anywhere(tmp_path):
+    import os
+
+    make_images(tmp_path / "images", [f"p{index}.png" for index in range(6)])
+    make_images(tmp_path / "elsewhere", ["big/q.png", "outside.png"])
+    os.symlink(tmp_path / "elsewhere" / "big", tmp_path / "images" / "linked")  # a big folder linked in
+    rows = [f"p{index}.png,{index + 2}" for index in range(6)] + ["linked/q.png,5", "../elsewhere/outside.png,6"]
+    metadata, unreadable, problems, _ = labels.read_labelled("csv", write(tmp_path, "image,mos\n" + "\n".join(rows) + "\n"), tmp_path / "images", data.ScoreScale(1, 10, 5), seed=0, test_fraction=0.3, validation_fraction=0.3, progress=False)
+    assert unreadable.empty and "linked/q.png" in set(metadata["image_id"]) and len(metadata) == 7
+    assert all(path.parent.parent == tmp_path / "images" or path.parent == tmp_path / "images" for path in data.image_paths(metadata))
+    assert [(problem.line, problem.reason.split(":")[0]) for problem in problems] == [(9, "column 'image' (1)")]
+
+
+def test_control_characters_in_an_image_name_are_rejected_with_line_and_column(tmp_path):
+    text = 'image,mos\n"a\x00.jpg",5\n"b\r.jpg",5\n"c\nd.jpg",5\n"e.jpg\x1f",5\n"f\tg.jpg",5\n" h.jpg\t",5\n'
+    found = rejected(tmp_path, text)
+    assert found == [
+        (2, "column 'image' (1): 'a\\x00.jpg' holds a control character ('\\x00'), which no file name of a data set has"),
+        (3, "column 'image' (1): 'b\\r.jpg' holds a control character ('\\r'), which no file name of a data set has"),
+        (5, "column 'image' (1): 'c\\nd.jpg' holds a control character ('\\n'), which no file name of a data set has"),
+        (7, "column 'image' (1): 'e.jpg\\x1f' holds a control character ('\\x1f'), which no file name of a data set has"),
+        (8, "column 'image' (1): 'f\\tg.jpg' holds a control character ('\\t'), which no file name of a data set has"),
+    ]  # the records at lines 3 and 5 span two lines each (a CR ends a line too); spaces and a tab around a name are an editor's, and go
+
+
+def test_a_nul_byte_in_an_image_name_never_reaches_the_file_system_as_a_bare_error(tmp_path):
+    names = [f"p{index}.png" for index in range(6)]
+    make_images(tmp_path / "images", names)
+    text = "image,mos\n" + "".join(f"{name},{index + 2}\n" for index, name in enumerate(names)) + "p\x00.png,5\n"
+    metadata, unreadable, problems, _ = labels.read_labelled("csv", write(tmp_path, text), tmp_path / "images", data.ScoreScale(1, 10, 5), seed=0, test_fraction=0.3, validation_fraction=0.3, progress=False)
+    assert len(metadata) == 6 and unreadable.empty and [problem.line for problem in problems] == [8]
+    # and should such a name come from elsewhere, the image check reports it instead of raising
+    assert data.image_info(tmp_path / "images" / "p\x00.png") == (0, 0, "unreadable: the file name cannot be a path (embedded null byte)")
+
+
+# KonIQ-10k's own row for 10004473376.jpg: its MOS is the votes' mean, written with 9 decimals
+KONIQ_ROW = '"10004473376.jpg",0,0,25,73,7,105,3.828571429,0.527041703,77.38373881'
+
+
+def test_votes_that_disagree_with_c_total_or_the_mos_or_are_all_zero_are_rejected(tmp_path):
+    rows = [
+        KONIQ_ROW,
+        "a.jpg,0,0,10,20,20,120,4.2,0.7,50",  # 50 votes, c_total 120
+        "b.jpg,0,0,0,0,0,0,3.0,0,50",  # no votes: no spread, no check of the MOS
+        "c.jpg,1,2,3,4,5,15,1.0,1.2,50",  # the votes' mean is 3.667
+        "d.jpg,1,2,3,4,5,15,3.7,1.2,50",  # rounded to one decimal: kept
+        "e.jpg,1,2,3,4,5,15,3.6,1.2,50",  # off by 0.067
+        "f.jpg,1,2,3,4,5,15,4,1.2,50",  # rounded to a whole number: kept
+        "g.jpg,1,2,3,4,5,16,1.0,1.2,50",  # both
+        "h.jpg,1,2,3,4,5,x,3.667,1.2,50",  # a c_total that is no number is reported once, alone
+    ]
+    table, problems = labels.read_labels(write(tmp_path, KONIQ_HEADER + "\n" + "\n".join(rows) + "\n"), "koniq10k", KONIQ)
+    assert list(table["image_id"]) == ["10004473376.jpg", "d.jpg", "f.jpg"] and table["mos_std"].notna().all()
+    votes = "columns 'c1' ... 'c5' (2-6)".replace("'", "")
+    found = {problem.line: problem.reason for problem in problems}
+    assert found == {
+        3: f"{votes}: the votes sum to 50, but column 'c_total' (7) says 120",
+        4: f"{votes}: no votes (all are 0), so no MOS or spread can come from them",
+        5: f"column 'MOS' (8): 1 is not the mean of the votes for the scores 1-5 in {votes}, 3.667 (allowed difference 0.05)",
+        7: f"column 'MOS' (8): 3.6 is not the mean of the votes for the scores 1-5 in {votes}, 3.667 (allowed difference 0.05)",
+        9: f"{votes}: the votes sum to 15, but column 'c_total' (7) says 16; column 'MOS' (8): 1 is not the mean of the votes for the scores 1-5 in {votes}, 3.667 (allowed difference 0.05)",
+        10: "column 'c_total' (7): 'x' is not a whole number of votes",
+    }
+
+
+def test_votes_in_columns_out_of_order_are_compared_by_their_score_and_named_by_position(tmp_path):
+    text = 'MOS_zscore,"image_name",SD,c5,c4,c3,c2,c1,c_total,MOS\n50,a.jpg,0.5,1,2,3,2,2,10,2.80\n50,b.jpg,0.5,1,2,3,2,2,10,2.50\n'
+    table, problems = labels.read_labels(write(tmp_path, text), "koniq10k", KONIQ)
+    assert list(table["image_id"]) == ["a.jpg"] and table.loc[0, [f"votes_{k}" for k in range(1, 6)]].tolist() == [2, 2, 3, 2, 1]
+    assert [(problem.line, problem.reason) for problem in problems] == [
+        (3, "column 'MOS' (10): 2.5 is not the mean of the votes for the scores 1-5 in columns c1 ... c5 (8, 7, 6, 5, 4), 2.8 (allowed difference 0.05)"),
+    ]
+
+
+def test_fractions_must_come_back_to_c_total_and_a_mos_on_another_scale_is_not_compared(tmp_path):
+    header = "image_name,c1,c2,c3,c4,c5,c_total,MOS,SD,set\n"
+    text = header + "a.jpg,0.0,0.0,0.238095238095,0.695238095238,0.0666666666667,105,77.38,0.527,training\nb.jpg,0.5,0.5,0,0,0,3,20,0.5,test\nc.jpg,0,0,0,0,0,0,20,0.5,test\n"
+    table, problems = labels.read_labels(write(tmp_path, text), "koniq10k", data.ScoreScale(0, 100, 50))
+    assert list(table["image_id"]) == ["a.jpg"]  # MOS 77.38 on 0-100 is no linear map of the mean 3.83, and is kept
+    assert [(problem.line, problem.reason) for problem in problems] == [
+        (3, "columns c1 ... c5 (2-6): the votes sum to 4, but column 'c_total' (7) says 3"),  # 1.5 and 1.5 votes, rounded
+        (4, "columns c1 ... c5 (2-6): no votes (all are 0), so no MOS or spread can come from them"),
+    ]
+
+
+@pytest.mark.parametrize(
+    ("scale", "kept"),
+    [
+        (data.ScoreScale(1, 5, 3), ["a.jpg"]),  # MOS on the votes' 1..K: compared
+        (data.ScoreScale(1, 10, 5), ["a.jpg", "b.jpg"]),  # five vote columns on a 1-10 scale: how they map is unknown
+        (data.ScoreScale(0, 4, 2), ["a.jpg", "b.jpg"]),  # nor on 0-4 (b's MOS 1.0 is inside it)
+    ],
+)
+def test_a_plain_csvs_mos_is_compared_with_its_votes_only_on_their_own_scale(tmp_path, scale, kept):
+    text = "image,mos,votes_1,votes_2,votes_3,votes_4,votes_5\na.jpg,3.67,1,2,3,4,5\nb.jpg,1.0,1,2,3,4,5\nc.jpg,2,0,0,0,0,0\n"
+    table, problems = labels.read_labels(write(tmp_path, text), "csv", scale)
+    assert list(table["image_id"]) == kept and problems[-1].line == 4 and "no votes (all are 0)" in problems[-1].reason
+    if scale.score_max == 5:
+        assert problems[0].line == 3 and problems[0].reason.startswith("column 'mos' (2): 1 is not the mean of the votes for the scores 1-5 in columns votes_1 ... votes_5 (3-7), 3.667")
+
+
+def test_the_split_rule_names_the_set_column_even_when_no_row_survives(tmp_path, monkeypatch):
+    table, _ = labels.read_labels(write(tmp_path, "image,mos,split\na.jpg,5,test\nb.jpg,6,validation\n"), "csv", data.ScoreScale(1, 10, 5))
+    assert labels.assign_sets(table, 0, 0.2, 0.1)[1] == "the labels file's set column ('split')"
+    table, _ = labels.read_labels(write(tmp_path, "image,mos,set\na.jpg,5,test\nb.jpg,6,train\n"), "csv", data.ScoreScale(1, 10, 5))
+    assert labels.assign_sets(table, 0, 0.2, 0.1)[1] == "the labels file's set column ('set'); validation drawn from its train images (validation_fraction 0.1, seed 0)"
+    table, _ = labels.read_labels(write(tmp_path, "image,mos\na.jpg,5\nb.jpg,6\n"), "csv", data.ScoreScale(1, 10, 5))
+    assert labels.assign_sets(table, 0, 0.2, 0.1)[1].startswith("drawn with seed 0: ")
+    (tmp_path / "images").mkdir()
+    monkeypatch.setattr(data, "image_info", never_read)
+    with pytest.raises(data.EmptySetError) as caught:  # a header alone: no row says which set it is in, but the file has the column
+        labels.read_labelled("csv", write(tmp_path, "image,mos,set\n"), tmp_path / "images", data.ScoreScale(1, 10, 5), seed=0, progress=False)
+    assert "split: the labels file's set column ('set')" in str(caught.value) and "drawn with seed" not in str(caught.value)
 
 
 def test_names_in_the_other_unicode_normalisation_find_their_file_and_are_duplicates(tmp_path):
@@ -636,10 +797,10 @@ def test_a_failed_rerun_of_notebook_00_leaves_no_report_beside_the_previous_outp
         run()
         first = (work / "metadata.csv").read_text()
         assert pd.read_csv(results / "malformed_rows.csv").empty
-        # the labels change: a tab-separated export, two thirds of its MOS values with decimal commas
+        # the labels change: a comma-separated export, two thirds of its MOS values with (quoted) decimal commas
         table = pd.read_csv(labels_file)
         table["mos"] = [f"{value:.2f}".replace(".", "," if index < 16 else ".") for index, value in enumerate(table["mos"])]
-        table.to_csv(labels_file, sep="\t", index=False)
+        table.to_csv(labels_file, index=False)
         with pytest.raises(papermill.PapermillExecutionError, match="rows were rejected, more than 25%"):
             run()
         assert not (work / "metadata.csv").exists() and not (work / "metadata.json").exists() and not (results / "data.json").exists()

@@ -335,6 +335,38 @@ def test_broken_files_raise_image_error_naming_the_file(tmp_path):
     assert "truncated" in data.image_info(truncated_jpeg)[2]
 
 
+def test_files_that_are_not_regular_are_refused_before_opening(tmp_path, monkeypatch, no_hang):
+    import os
+    import socket
+
+    fifo = tmp_path / "photo.jpg"
+    os.mkfifo(fifo)
+    no_hang(fifo)
+    zero, urandom, folder = tmp_path / "zero.jpg", tmp_path / "random.png", tmp_path / "folder.jpg"
+    zero.symlink_to("/dev/zero")
+    urandom.symlink_to("/dev/urandom")
+    folder.mkdir()
+    monkeypatch.chdir(tmp_path)  # a socket's path must be short (108 bytes): bound by its relative name
+    listening = socket.socket(socket.AF_UNIX)
+    listening.bind("socket.jpg")
+    try:
+        reasons = {
+            fifo: "a named pipe (FIFO), not a regular file",
+            zero: "a character device (through a symbolic link to /dev/zero), not a regular file",
+            urandom: "a character device (through a symbolic link to /dev/urandom), not a regular file",
+            folder: "a directory, not a regular file",
+            tmp_path / "socket.jpg": "a socket, not a regular file",
+        }
+        for path, reason in reasons.items():
+            for read in (images.load_rgb, images.read_size):
+                with pytest.raises(images.ImageError) as error:
+                    read(path)
+                assert str(error.value) == f"{path}: {reason}" and error.value.reason == reason
+            assert data.image_info(path) == (0, 0, f"unreadable: {reason}")
+    finally:
+        listening.close()
+
+
 def test_image_error_is_a_value_error_with_its_parts():
     error = images.ImageError("a/b.jpg", "too small")
     assert isinstance(error, ValueError) and str(error) == "a/b.jpg: too small"

@@ -3,6 +3,7 @@ bad files reported and skipped."""
 import csv
 import dataclasses
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -491,3 +492,80 @@ def test_a_head_trained_on_whole_images_scores_the_whole_image(head_file, loaded
     assert expected != pytest.approx(expected_score(loaded, image), rel=1e-5)
     with pytest.raises(ValueError, match="views must be 1"):
         score.save_scorer(tmp_path / "bad", head_file, "efficientnet_lite0", "imagenet", "narrow", trained_on="test", views=4)
+
+
+def test_a_fifo_or_device_named_like_a_photo_is_skipped_not_waited_on(scorer, cached_loading, tmp_path, capsys, no_hang):
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    save(smooth_photo(100, 90, seed=7), photos / "a.png")
+    os.mkfifo(photos / "photo.jpg")
+    no_hang(photos / "photo.jpg")
+    (photos / "zero.jpg").symlink_to("/dev/zero")
+    output = tmp_path / "scores.csv"
+    assert cli.main(["score", str(photos), "--model", str(scorer), "--output", str(output)]) == score.EXIT_SOME_SKIPPED
+    errors = {Path(row["path"]).name: row["error"] for row in read_rows(output)}
+    assert errors == {
+        "a.png": "",
+        "photo.jpg": "a named pipe (FIFO), not a regular file",
+        "zero.jpg": "a character device (through a symbolic link to /dev/zero), not a regular file",
+    }
+    assert f"skipped {photos / 'photo.jpg'}: a named pipe (FIFO), not a regular file" in capsys.readouterr().err
+
+
+@pytest.fixture
+def scorer_with_bias(loaded, monkeypatch, tmp_path):
+    """A scorer folder whose head is the module's with another output bias, loaded onto the module's backbone."""
+    def make(bias: float):
+        head = heads.single_1fc(LITE0_CHANNELS)
+        head.layers[-1].set_weights([np.full((LITE0_CHANNELS, 1), 0.01, np.float32), np.array([bias], np.float32)])
+        head.save(tmp_path / "biased.keras")
+        folder = score.save_scorer(tmp_path / "biased", tmp_path / "biased.keras", "efficientnet_lite0", "imagenet", "narrow", trained_on="test",
+                                   max_side=160, score_min=1, score_max=10)
+        monkeypatch.setattr(score, "load_scorer", lambda model_dir, cache_dir=None: dataclasses.replace(
+            loaded, folder=Path(model_dir), head=score._load_head(Path(model_dir) / "head.keras"), score_scale=(1, 10)))
+        return folder
+    return make
+
+
+def test_predictions_outside_the_score_scale_are_flagged_kept_and_counted(scorer_with_bias, tmp_path, capsys):
+    folder = scorer_with_bias(1e33)
+    for seed in (1, 2):
+        save(smooth_photo(100, 90, seed=seed), tmp_path / f"{seed}.png")
+    (tmp_path / "broken.jpg").write_bytes(b"\xff\xd8\xff garbage")
+    output = tmp_path / "scores.csv"
+    paths = [str(tmp_path / name) for name in ("1.png", "2.png", "broken.jpg")]
+    assert cli.main(["score", *paths, "--model", str(folder), "--output", str(output)]) == score.EXIT_SOME_SKIPPED
+    rows = {Path(row["path"]).name: row for row in read_rows(output)}
+    assert [rows[name]["out_of_range"] for name in ("1.png", "2.png", "broken.jpg")] == ["true", "true", ""]
+    assert float(rows["1.png"]["predicted_mos"]) == pytest.approx(1e33, rel=1e-6)  # kept as predicted, never clipped to 10
+    warnings = [line for line in capsys.readouterr().err.splitlines() if line.startswith("warning:")]
+    assert warnings == [f"warning: 2 of 2 predictions lie outside the scorer's 1-10 score scale; they are kept, not clipped (see the out_of_range column of {output})"]
+    assert pd.read_csv(output)["out_of_range"].tolist()[:2] == [True, True]
+
+    # a resumed run keeps the flags of the rows it takes over, and counts them again
+    save(smooth_photo(110, 95, seed=3), tmp_path / "3.png")
+    table = score.score_paths([*paths, tmp_path / "3.png"], folder, output=output, progress=False, resume=True)
+    assert table["out_of_range"].tolist() == [True, True, None, True] and table.attrs["out_of_range"] == 3
+    assert "warning: 3 of 3 predictions lie outside" in capsys.readouterr().err
+    assert [row["out_of_range"] for row in read_rows(output)] == ["true", "true", "", "true"]
+
+
+def test_typical_predictions_are_not_flagged(scorer, cached_loading, tmp_path, capsys):
+    for seed in (1, 2):
+        save(smooth_photo(100, 90, seed=seed), tmp_path / f"{seed}.png")
+    table = score.score_paths([tmp_path / "1.png", tmp_path / "2.png"], scorer, output=tmp_path / "scores.csv", progress=False)
+    assert ((table["predicted_mos"] > 1) & (table["predicted_mos"] < 10)).all()
+    assert table["out_of_range"].tolist() == [False, False] and table.attrs["out_of_range"] == 0
+    assert [row["out_of_range"] for row in read_rows(tmp_path / "scores.csv")] == ["false", "false"]
+    assert "warning:" not in capsys.readouterr().err
+
+
+def test_just_outside_the_scale_is_flagged_and_its_edges_are_not():
+    assert [score.outside_scale(value, (1, 10)) for value in (14.2, 0.99, 1.0, 10.0, float("inf"))] == [True, True, False, False, True]
+
+
+def test_a_head_predicting_nan_is_a_skipped_photo(scorer_with_bias, tmp_path):
+    folder = scorer_with_bias(float("nan"))
+    save(smooth_photo(100, 90, seed=1), tmp_path / "1.png")
+    table = score.score_paths([tmp_path / "1.png"], folder, progress=False)
+    assert table["error"].tolist() == ["the head predicted NaN (not a number)"] and score.exit_status(table) == score.EXIT_NONE_SCORED

@@ -36,6 +36,7 @@ import hashlib
 import json
 import os
 import secrets
+import shlex
 import shutil
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -62,6 +63,16 @@ FC_SIZES = (2048, 1024, 256)
 INCEPTION_SIZE = 1024
 # Keras 2.2's BatchNormalization default, which kutils does not change; ours must agree.
 KERAS2_BATCH_NORM_EPSILON = 1e-3
+
+# The import's check of what a head predicts (check_predictions): typical MLSP features are averaged
+# post-ReLU activations, non-negative with means of tenths to about one; PROBE_SCALES are the means of
+# the random probes, beside an all-zero one. A prediction more than ABSURD_SCALE_WIDTHS widths of the
+# score scale beyond either end (AVA: below -89 or above 100) is no photo's score but broken weights;
+# predictions that differ by no more than CONSTANT_TOLERANCE (relative) are float32 rounding of one value.
+PROBE_SCALES = (0.1, 0.3, 1.0)
+PROBE_SEED = 0
+ABSURD_SCALE_WIDTHS = 10
+CONSTANT_TOLERANCE = 1e-6
 
 SOURCE = "https://github.com/subpic/ava-mlsp/tree/master/models (also https://osf.io/ubps5/files/)"
 
@@ -231,7 +242,8 @@ def _strings(values, where: str) -> list[str]:
 def _string_list_attribute(group, name: str, where: str) -> list[str] | None:
     """A list-of-strings attribute as Keras 2 writes it: whole, or split into name0, name1, ... when
     longer than HDF5's 64 KB object header allows (keras save_attributes_to_hdf5_group). None if absent.
-    where: the file and group, for messages."""
+    where: the file and group, for messages. Raises AuthorsFileError for bytes that are not UTF-8 and
+    for a split list with a chunk missing (name0, name2 but no name1)."""
     if name in group.attrs:
         return _strings(group.attrs[name], f"{where} attribute '{name}'")
     if f"{name}0" not in group.attrs:
@@ -240,6 +252,11 @@ def _string_list_attribute(group, name: str, where: str) -> list[str] | None:
     while f"{name}{chunk}" in group.attrs:
         values += _strings(group.attrs[f"{name}{chunk}"], f"{where} attribute '{name}{chunk}'")
         chunk += 1
+    # a chunk missing in the middle would silently cut the list short, and the layers after it
+    # would be reported as missing although the file has them
+    later = sorted(int(key[len(name):]) for key in group.attrs if key.startswith(name) and key[len(name):].isdigit() and int(key[len(name):]) > chunk)
+    if later:
+        raise AuthorsFileError(f"{where} attribute '{name}' is split into chunks, but '{name}{chunk}' is missing (there is a '{name}{later[0]}'): the list is cut short")
     return values
 
 
@@ -276,6 +293,42 @@ class LegacyWeightsFile:
     backend: str
     keras_version: str
     layers: dict
+    # what the file holds but its name attributes do not list: a partly written layer_names or
+    # weight_names then reads as "listed N of M" rather than as weights that do not exist
+    unlisted_layers: tuple = ()    # groups beside the listed layers
+    unlisted_weights: dict = None  # layer name -> short names of datasets in its group but not in weight_names
+
+
+def _describe_link(link) -> str:
+    import h5py
+
+    if isinstance(link, h5py.ExternalLink):
+        return f"an HDF5 external link to {link.path} in file {link.filename}"
+    if isinstance(link, h5py.SoftLink):
+        return f"an HDF5 soft link to {link.path}"
+    return f"an HDF5 {type(link).__name__}"
+
+
+def _first_link(group, name: str) -> tuple[str, object] | None:
+    """The first soft or external link met on the way to `name` under `group`, as (the path up to
+    and including it, the link); None when every step is a hard link or the name does not exist.
+    h5py follows links silently: an external link's dataset then reports its path in the other file,
+    which the reader would look up in this one, and a link's target may be missing altogether."""
+    import h5py
+
+    parts = [part for part in name.split("/") if part]
+    node = group
+    for index, part in enumerate(parts):
+        link = node.get(part, getlink=True)
+        if link is None:
+            return None
+        if not isinstance(link, h5py.HardLink):
+            return "/".join(parts[: index + 1]), link
+        if index < len(parts) - 1:
+            node = node[part]
+            if not isinstance(node, h5py.Group):
+                return None
+    return None
 
 
 def read_layout(path) -> LegacyWeightsFile:
@@ -284,8 +337,9 @@ def read_layout(path) -> LegacyWeightsFile:
 
     Accepts a whole-model file too (weights under `model_weights`, as Keras 2's load_weights does).
     Raises AuthorsFileError naming the file (not HDF5, not the legacy layout, a backend other than
-    TensorFlow, Keras other than 2.x) or the layer (group or dataset missing, a weight named twice,
-    a name attribute that is not UTF-8).
+    TensorFlow or none named, Keras other than 2.x or none named, a name list cut short) or the layer
+    (group or dataset missing, a weight named twice, a name attribute that is not UTF-8, an HDF5 soft
+    or external link where a layer's group or a weight should be, an absolute weight name).
     """
     import h5py
 
@@ -307,21 +361,35 @@ def _read_layout(path: Path, handle) -> LegacyWeightsFile:
     import h5py
 
     root = handle
-    if "layer_names" not in handle.attrs and "model_weights" in handle:
+    if "layer_names" not in handle.attrs and "layer_names0" not in handle.attrs and "model_weights" in handle:
+        linked = _first_link(handle, "model_weights")
+        if linked:
+            raise AuthorsFileError(f"{path}: group 'model_weights' is {_describe_link(linked[1])}, not a group stored in this file; only weights stored in the file itself are read")
         root = handle["model_weights"]
     where = f"{path}: {'group /model_weights' if root is not handle else 'root'}"
     layer_names = _string_list_attribute(root, "layer_names", where)
     if layer_names is None:
         raise AuthorsFileError(f"{path}: no root attribute 'layer_names', so not Keras 2's HDF5 weights layout (a Keras 3 .weights.h5?)")
-    backend = _strings(root.attrs.get("backend", b"?"), f"{where} attribute 'backend'")[0]
-    keras_version = _strings(root.attrs.get("keras_version", b"?"), f"{where} attribute 'keras_version'")[0]
+    backend, keras_version = (
+        _strings(root.attrs[name], f"{where} attribute '{name}'")[0] if name in root.attrs and np.size(root.attrs[name]) else ""
+        for name in ("backend", "keras_version")
+    )
+    if not backend:
+        raise AuthorsFileError(f"{path}: the file does not say which backend wrote it (no attribute 'backend'); only files written with TensorFlow's weight layout are read")
     if backend != "tensorflow":
         # Theano / CNTK files store conv kernels flipped or transposed; Keras 2 converted them on load
         raise AuthorsFileError(f"{path}: written with the '{backend}' backend; only TensorFlow's weight layout is read")
+    if not keras_version:
+        raise AuthorsFileError(f"{path}: the file does not say which Keras version wrote it (no attribute 'keras_version'); only Keras 2's legacy layout is read")
     if not keras_version.startswith("2."):
         raise AuthorsFileError(f"{path}: written by Keras {keras_version}; only Keras 2's legacy layout is read")
-    layers = {}
+    layers, unlisted_weights = {}, {}
     for layer in layer_names:
+        # links first: h5py would follow them into another file, or fail on a missing target
+        linked = _first_link(root, layer) if layer else None
+        if linked:
+            part = "" if linked[0] == layer.strip("/") else f" ('{linked[0]}' on its path)"
+            raise AuthorsFileError(f"{path}: layer '{layer}'{part} is {_describe_link(linked[1])}, not a group stored in this file; only weights stored in the file itself are read")
         if not layer or layer not in root or not isinstance(root[layer], h5py.Group):
             raise AuthorsFileError(f"{path}: layer '{layer}' is listed in layer_names but has no group")
         group = root[layer]
@@ -330,6 +398,15 @@ def _read_layout(path: Path, handle) -> LegacyWeightsFile:
             raise AuthorsFileError(f"{path}: layer '{layer}' has no attribute 'weight_names'")
         weights = {}
         for full_name in weight_names:
+            if full_name.startswith("/"):  # resolved from the file's root, i.e. another layer's weight
+                raise AuthorsFileError(f"{path}: layer '{layer}' lists weight '{full_name}', an absolute path outside its group (Keras 2 writes names relative to the layer's group)")
+            linked = _first_link(group, full_name) if full_name else None
+            if linked:
+                part = "" if linked[0] == full_name.strip("/") else f" ('{linked[0]}' on its path)"
+                raise AuthorsFileError(
+                    f"{path}: layer '{layer}' weight '{full_name}'{part} is {_describe_link(linked[1])}, not a dataset stored in this file; "
+                    "only weights stored in the file itself are read"
+                )
             dataset = group.get(full_name) if full_name else None
             if not isinstance(dataset, h5py.Dataset):
                 raise AuthorsFileError(f"{path}: layer '{layer}' lists weight '{full_name}' but the file has no such dataset")
@@ -344,13 +421,22 @@ def _read_layout(path: Path, handle) -> LegacyWeightsFile:
                 "" if dataset.external is not None else _unwritten(dataset),
             )
         layers[layer] = weights
-    return LegacyWeightsFile(path, backend, keras_version, layers)
+        listed = {"/".join(part for part in full_name.split("/") if part) for full_name in weight_names}
+        members = []
+        group.visit_links(members.append)  # not into links' targets: it neither leaves the file nor fails on a missing one
+        unlisted_weights[layer] = [
+            name.rsplit("/", 1)[-1].split(":", 1)[0] for name in members
+            if name not in listed and isinstance(group.get(name, getlink=True), h5py.HardLink) and isinstance(group.get(name), h5py.Dataset)
+        ]
+    unlisted_layers = tuple(name for name in root if name not in layers)
+    return LegacyWeightsFile(path, backend, keras_version, layers, unlisted_layers, unlisted_weights)
 
 
 def infer_head(layout: LegacyWeightsFile) -> tuple[str, int]:
     """(head, input channels) of a file, from the authors' layer names and the first layer's kernel:
     pool_3fc if it has kutils' inception block (branch_1x1_conv), single_3fc if only the fc chain.
-    Raises AuthorsFileError naming the layer looked for."""
+    Raises AuthorsFileError naming the layer looked for (and saying so when the file stores it but
+    its layer_names does not list it)."""
     layers = layout.layers
     if "branch_1x1_conv" in layers:
         kernel = layers["branch_1x1_conv"].get("kernel", (None, ()))[1]
@@ -362,6 +448,9 @@ def infer_head(layout: LegacyWeightsFile) -> tuple[str, int]:
         if len(kernel) != 2:
             raise AuthorsFileError(f"{layout.path}: layer 'head_fc0' has no 2-d kernel (found {kernel or 'none'})")
         return "single_3fc", kernel[0]
+    unlisted = [name for name in ("branch_1x1_conv", "head_fc0") if name in layout.unlisted_layers]
+    if unlisted:
+        raise AuthorsFileError(f"{layout.path}: the file has a group '{unlisted[0]}', but its layer_names does not list it (an attribute cut short or rewritten?)")
     weighted = [name for name, weights in layers.items() if weights]
     raise AuthorsFileError(
         f"{layout.path}: neither layer 'branch_1x1_conv' (Pool-3FC) nor 'head_fc0' (Single-3FC) found, so not one of the "
@@ -371,15 +460,26 @@ def infer_head(layout: LegacyWeightsFile) -> tuple[str, int]:
 
 def check_layout(layout: LegacyWeightsFile, plan: list[LayerPlan]) -> None:
     """Every planned layer present with exactly its weights and shapes, and no other weighted layer.
-    Raises AuthorsFileError naming the file, the layer and what was expected and found."""
+    Raises AuthorsFileError naming the file, the layer and what was expected and found; when the
+    file's layer_names (or a layer's weight_names) lists only some of them, it says how many it lists
+    and whether the first absent one is stored in the file all the same."""
     planned = {layer.authors for layer in plan}
+    absent = [layer for layer in plan if layer.authors not in layout.layers]
+    if absent:
+        first, listed = absent[0], f"the file's layer_names lists {len(plan) - len(absent)} of the {len(plan)} layers with weights the head needs"
+        if first.authors in layout.unlisted_layers:
+            raise AuthorsFileError(
+                f"{layout.path}: {listed}; the first absent, '{first.authors}' (our {first.ours}), has a group in the file but is not "
+                "listed (a layer_names attribute cut short or rewritten?)"
+            )
+        raise AuthorsFileError(f"{layout.path}: layer '{first.authors}' (our {first.ours}) is missing: {listed}, and the file has no group '{first.authors}'")
     for layer in plan:
-        if layer.authors not in layout.layers:
-            raise AuthorsFileError(f"{layout.path}: layer '{layer.authors}' (our {layer.ours}) is missing")
         found = layout.layers[layer.authors]
         if set(found) != set(layer.shapes):
+            unlisted = sorted(set((layout.unlisted_weights or {}).get(layer.authors, ())) & (set(layer.shapes) - set(found)))
+            stored = f" (its group also stores {', '.join(unlisted)}, which its weight_names does not list)" if unlisted else ""
             raise AuthorsFileError(
-                f"{layout.path}: layer '{layer.authors}' holds weights {sorted(found)}, expected {sorted(layer.shapes)}"
+                f"{layout.path}: layer '{layer.authors}' holds weights {sorted(found)}, expected {sorted(layer.shapes)}{stored}"
             )
         for name, shape in layer.shapes.items():
             if found[name][1] != shape:
@@ -462,25 +562,94 @@ def _read_weight(handle, layout: LegacyWeightsFile, layer: LayerPlan, name: str)
     where = f"{layout.path}: layer '{layer.authors}' weight '{name}'"
     try:
         value = np.asarray(handle[stored.path][()], dtype=np.float32)
-    except (OSError, ValueError, TypeError, RuntimeError) as error:  # a truncated file, a missing HDF5 filter
+    except (OSError, ValueError, TypeError, KeyError, RuntimeError) as error:  # a truncated file, a missing HDF5 filter
         raise AuthorsFileError(f"{where} cannot be read ({first_line(error)})") from None
     if not np.isfinite(value).all():  # a damaged file would score every photo NaN
-        raise AuthorsFileError(f"{where} holds NaN or infinite values")
+        raise AuthorsFileError(f"{where} holds NaN or infinite values")  # also with --force: nothing can score with them
     if name == "moving_variance" and (value < 0).any():  # BN divides by sqrt(variance + epsilon): NaN scores
         raise AuthorsFileError(f"{where} holds negative variances (smallest {value.min():g}), which no training writes")
     return value
 
 
-def build_head(path, head: str | None = None, channels: int | None = None, planned: ImportPlan | None = None) -> ImportedHead:
+def probe_features(input_shape, seed: int = PROBE_SEED) -> np.ndarray:
+    """Inputs like those a head is given, for checking what it predicts: all zeros, and one seeded
+    random vector per PROBE_SCALES of non-negative values (exponentially distributed with that mean),
+    the way MLSP features are averages of post-ReLU activations (InceptionResNet-v2's 'mixed' layers
+    concatenate ReLU outputs). input_shape: one sample's shape, e.g. (16928,) or (5, 5, 16928)."""
+    rng = np.random.default_rng(seed)
+    samples = [np.zeros(input_shape)] + [rng.exponential(scale, input_shape) for scale in PROBE_SCALES]
+    return np.stack(samples).astype(np.float32)
+
+
+def _first_layer(model, plan: list[LayerPlan], head: str, probes: np.ndarray, failing, block_as_one: bool = False) -> str:
+    """The first layer along the head whose output on `probes` is `failing` (a test of the output
+    array), named as "layer 'head_fc0' (our fc1)"; "" when none is. block_as_one: pool_3fc's
+    inception columns are judged by their concatenation, named as the block (one constant column is
+    harmless while the others vary)."""
+    import keras
+
+    chain = [(layer.ours, f"layer '{layer.authors}' (our {layer.ours})") for layer in plan]
+    if head == "pool_3fc" and block_as_one:
+        columns = [layer for layer in plan if layer.ours.startswith("column")]
+        block = f"the inception block (layers '{columns[0].authors}' to '{columns[-1].authors}')"
+        chain = [("inception_concat", block)] + [item for item in chain if not item[0].startswith("column")]
+    outputs = keras.Model(model.inputs, [model.get_layer(ours).output for ours, _ in chain]).predict_on_batch(probes)
+    for (_, name), output in zip(chain, outputs):
+        if failing(np.asarray(output, np.float64)):
+            return name
+    return ""
+
+
+def _constant(output: np.ndarray) -> bool:
+    """Every sample of the batch gives the same output, up to float32 rounding."""
+    spread = np.ptp(output, axis=0).max() if output.size else 0.0
+    return bool(spread <= CONSTANT_TOLERANCE * max(1.0, float(np.abs(output).max())))
+
+
+def check_predictions(model, plan: list[LayerPlan], head: str, path, largest: tuple, score_scale=AVA_SCORE_SCALE) -> None:
+    """The head's predictions on `probe_features` must be finite, within ABSURD_SCALE_WIDTHS widths of
+    the score scale on either side (for AVA's 1-10: between -89 and 100), and not all equal: weights
+    that pass every other check can still overflow float32, predict far off the scale, or give every
+    photo one score (a kernel written as zeros, every ReLU dead).
+    largest: (magnitude, authors' layer, weight) of the largest weight, named in the messages.
+    Raises AuthorsFileError naming the file, the reason and where possible the layer."""
+    probes = probe_features(tuple(model.input_shape[1:]))
+    predictions = np.asarray(model.predict_on_batch(probes), np.float64).reshape(-1)
+    low, high = score_scale
+    reach = ABSURD_SCALE_WIDTHS * (high - low)
+    weights = f"largest weight {largest[0]:.3g}, layer '{largest[1]}' weight '{largest[2]}'"
+    if not np.isfinite(predictions).all():
+        layer = _first_layer(model, plan, head, probes, lambda output: not np.isfinite(output).all())
+        raise AuthorsFileError(
+            f"{path}: the head's predictions for typical features are not finite{f', from {layer} on' if layer else ''} "
+            f"(weights too large for float32 arithmetic; {weights})"
+        )
+    worst = predictions[np.argmax(np.maximum(low - predictions, predictions - high))]
+    if worst < low - reach or worst > high + reach:
+        raise AuthorsFileError(
+            f"{path}: the head predicts {worst:.4g} for typical features, more than {ABSURD_SCALE_WIDTHS} scale-widths outside the "
+            f"{low:g}-{high:g} score scale (allowed {low - reach:g} to {high + reach:g}; {weights})"
+        )
+    if _constant(predictions[:, None]):
+        layer = _first_layer(model, plan, head, probes, _constant, block_as_one=True)
+        raise AuthorsFileError(
+            f"{path}: the head predicts {predictions[0]:.4g} for each of {len(predictions)} different typical feature vectors, so it "
+            f"would score every photo alike ({f'the output of {layer} is already the same for all of them' if layer else 'no layer output varies'}: "
+            "a kernel written as zeros, or ReLUs that never fire?)"
+        )
+
+
+def build_head(path, head: str | None = None, channels: int | None = None, planned: ImportPlan | None = None, score_scale=AVA_SCORE_SCALE) -> ImportedHead:
     """Our head (`mlsp.heads`) holding the weights of the authors' file at `path`.
 
     head, channels: what the file must be ("single_3fc" or "pool_3fc", input channels); None infers
     them from the layer names and the first kernel's shape (`infer_head`). planned: the result of
-    `plan_import` when the caller already has it. Every weight is matched by the authors' layer name
-    and the weight's name (never by order), and every name, shape and storage is checked before any
-    value is read. Raises AuthorsFileError naming the file and the layer (also for a weight holding
-    NaN or infinite values, a negative BN variance, and a head whose prediction for all-zero
-    features is not finite).
+    `plan_import` when the caller already has it. score_scale: the scale the head predicts on (AVA's
+    1-10). Every weight is matched by the authors' layer name and the weight's name (never by order),
+    and every name, shape and storage is checked before any value is read. Raises AuthorsFileError
+    naming the file and the layer (also for a weight holding NaN or infinite values, a negative BN
+    variance, and, by `check_predictions`, a head whose predictions for typical features are not
+    finite, absurdly far outside score_scale, or all equal).
     """
     import h5py
 
@@ -494,14 +663,15 @@ def build_head(path, head: str | None = None, channels: int | None = None, plann
         handle = h5py.File(path, "r")
     except OSError as error:
         raise AuthorsFileError(f"{path}: cannot be read as HDF5 ({error})") from None
+    largest = (0.0, plan[0].authors, next(iter(plan[0].shapes)))
     with handle:
         for layer in plan:
             for weight in model.get_layer(layer.ours).weights:
-                weight.assign(_read_weight(handle, layout, layer, weight.name))
-    # finite weights can still overflow float32 on the way through the layers
-    probe = np.zeros((1, *model.input_shape[1:]), np.float32)
-    if not np.isfinite(np.asarray(model.predict_on_batch(probe))).all():
-        raise AuthorsFileError(f"{layout.path}: the head's prediction for all-zero features is not finite (weights too large for float32 arithmetic)")
+                value = _read_weight(handle, layout, layer, weight.name)
+                if value.size and float(np.abs(value).max()) > largest[0]:
+                    largest = (float(np.abs(value).max()), layer.authors, weight.name)
+                weight.assign(value)
+    check_predictions(model, plan, head, layout.path, largest, score_scale)
     return ImportedHead(model, head, channels, layout)
 
 
@@ -528,13 +698,26 @@ def check_file(path) -> Path:
 def check_output_folder(out) -> Path:
     """The --out folder, checked before anything is read or built: it must not exist (or be an
     empty folder), and its nearest existing parent must be a folder this process may write in.
-    A symbolic link to a folder is followed. Returns the folder to write (links resolved). Raises
-    AuthorsFileError naming the path."""
-    out = Path(out)
+    A symbolic link to a folder is followed. Returns the folder to write, as an absolute path (links
+    resolved). Raises AuthorsFileError naming the path: also for the current directory or one of its
+    parents ('.', './', '..', the same as an absolute path) and a mount point, which the import's
+    final rename cannot replace (or, for the current directory, would replace under the user's shell)."""
+    given = str(out)
+    # absolute first: '.' and '..' have no name and no parent to write the folder beside
+    out = Path(os.path.abspath(out))
     if out.is_symlink():
         if not out.exists():
             raise AuthorsFileError(f"{out}: is a symbolic link to {os.readlink(out)}, which does not exist; remove the link or choose another --out")
         out = out.resolve()
+    real, cwd = Path(os.path.realpath(out)), Path(os.path.realpath(os.getcwd()))
+    named = str(out) if given == str(out) else f"{out} (--out {shlex.quote(given)})"
+    instead = f"give the path of a new folder, e.g. --out {shlex.quote(os.path.join(given, 'authors_scorer'))}"
+    if real == cwd:
+        raise AuthorsFileError(f"{named}: is the current directory, which the import cannot replace; {instead}")
+    if real in cwd.parents:
+        raise AuthorsFileError(f"{named}: is a parent of the current directory, which the import cannot replace; {instead}")
+    if os.path.ismount(real):
+        raise AuthorsFileError(f"{named}: is a mount point, which the import cannot replace; {instead}")
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise AuthorsFileError(f"{out}: exists and is not an empty folder; choose another --out or remove it")
     parent = out.parent
@@ -571,11 +754,12 @@ def import_authors(path, out, force: bool = False, published=None) -> tuple[Path
     name beside it and renamed when complete, so an interrupted or failed import leaves no `out`.
     Returns (folder, the PublishedHead or None when forced).
     Raises AuthorsFileError (no such file, a folder, unreadable, not published and not forced, a
-    wrong layer name, shape or storage, no backbone for its input channels, an output folder in use
-    or not writable).
+    wrong layer name, shape, storage or link, no backbone for its input channels, weights whose
+    predictions are not finite, absurd or constant, an output folder in use, not writable, or one
+    that cannot be replaced: the current directory, a parent of it, a mount point).
     """
-    from mlsp import score
-
+    # Every check that needs no Keras comes first: importing TensorFlow takes 10-15 s, too long to
+    # wait for a refusal of the arguments or of the file's layout.
     path = check_file(path)
     out = check_output_folder(out)
     try:
@@ -594,7 +778,9 @@ def import_authors(path, out, force: bool = False, published=None) -> tuple[Path
         raise AuthorsFileError(found.reason + hint)
     planned = plan_import(path, *((match.head, PUBLISHED_CHANNELS) if match is not None else ()), known_channels=BACKBONE_BY_CHANNELS)
     backbone = BACKBONE_BY_CHANNELS[planned.channels]
-    imported = build_head(path, planned=planned)
+    from mlsp import score  # Keras and TensorFlow: only once the file's layout has passed
+
+    imported = build_head(path, planned=planned, score_scale=AVA_SCORE_SCALE)
     kind, views = (match.kind, match.views) if match is not None else (("wide" if imported.head == "pool_3fc" else "narrow"), 1)
     label = match.name if match else f"{path.name} (not a published file; imported with --force)"
     trained_on = f"AVA, by Hosu et al.: {label}; {backbone} {kind} MLSP features of the original images" + ("; 8 stored crops" if views == 8 else "")

@@ -29,6 +29,9 @@ KERAS_WEIGHT_FILES = {
 }
 # Where Keras downloads them from (keras.applications' inception_v3.py / inception_resnet_v2.py).
 KERAS_WEIGHT_URLS = {name: f"https://storage.googleapis.com/tensorflow/keras-applications/{name}/{file}" for name, file in KERAS_WEIGHT_FILES.items()}
+# The md5 Keras checks a cached file against (its file_hash there): a file that differs is deleted and
+# downloaded again, so a user who copies one in by hand needs to know what it must match.
+KERAS_WEIGHT_MD5 = {"inception_v3": "bcbd6486424b2319ff4ef7d526e38f63", "inception_resnet_v2": "d19885ff4a710c122648d3b5c3b684e4"}
 
 
 @dataclass
@@ -57,20 +60,47 @@ def inception_block_layers(model: keras.Model, name: str) -> list[str]:
     return [layer.name for layer in model.layers if "mixed" in layer.name]
 
 
+def _file_size(path: Path) -> int | None:
+    """Size in bytes of the file at `path`, or None when there is none (or it cannot be seen)."""
+    try:
+        return path.stat().st_size
+    except OSError:
+        return None
+
+
 def _inception(name: str, weights: str, input_shape) -> keras.Model:
+    """The Keras network `name`; "imagenet" weights from Keras' cache or its download.
+
+    Raises WeightsUnavailable when Keras cannot provide the ImageNet weights: saying where to put
+    the file, and, when a cached file was there, that Keras rejected it (and removed it, as it does
+    with a file whose hash does not match once the download to replace it fails).
+    """
     constructor = {"inception_v3": keras.applications.InceptionV3, "inception_resnet_v2": keras.applications.InceptionResNetV2}[name]
     keras_weights = None if weights == "random" else weights
     if weights == "imagenet":
         cached = Path(os.environ.get("KERAS_HOME", Path.home() / ".keras")).expanduser() / "models" / KERAS_WEIGHT_FILES[name]
+        size_before = _file_size(cached)  # Keras deletes a cached file it rejects: afterwards only this says one was there
         try:
             return constructor(include_top=False, weights="imagenet", input_shape=input_shape)
         except Exception as error:  # the download failed: say where the file goes
-            raise WeightsUnavailable(
-                f"{name}: Keras could not download its ImageNet weights ({first_line(error)}). "
-                f"Download {KERAS_WEIGHT_URLS[name]} on a machine with internet access and put it at {cached} (Keras' cache; "
-                "$KERAS_HOME/models when KERAS_HOME is set), or give that file's path instead of 'imagenet' (the notebooks' `weights` "
+            where = (
+                f"on a machine with internet access and put it at {cached} (Keras' cache; $KERAS_HOME/models when KERAS_HOME is set; "
+                f"its md5 must be {KERAS_WEIGHT_MD5[name]}), or give that file's path instead of 'imagenet' (the notebooks' `weights` "
                 "parameter; a scorer folder's scorer.json \"weights\"). The kit never falls back to random weights."
-            ) from None
+            )
+            if size_before is None:
+                found = f"Keras could not download its ImageNet weights ({first_line(error)}). Download {KERAS_WEIGHT_URLS[name]} "
+            elif _file_size(cached) is None:
+                found = (
+                    f"{cached} was there ({size_before} bytes) but Keras rejected it (its hash did not match) and removed it, then could not "
+                    f"download it ({first_line(error)}); download it again from {KERAS_WEIGHT_URLS[name]} "
+                )
+            else:
+                found = (
+                    f"{cached} is there ({_file_size(cached)} bytes) but Keras could not use it ({first_line(error)}); download it again "
+                    f"from {KERAS_WEIGHT_URLS[name]} "
+                )
+            raise WeightsUnavailable(f"{name}: {found}{where}") from None
     return constructor(include_top=False, weights=keras_weights, input_shape=input_shape)
 
 

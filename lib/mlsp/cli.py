@@ -108,7 +108,8 @@ def main(argv: list[str] | None = None) -> int:
         "score",
         help="predict the MOS of photos with a trained model",
         description="Predict the MOS of photos: the mean of the scorer's predictions over 8 crops, one CSV row per file "
-        "(path, predicted_mos, error, scored_width, scored_height, score_scale: the scorer's MOS range, e.g. 1-10 for AVA), written as each file is scored. Files that cannot "
+        "(path, predicted_mos, error, scored_width, scored_height, score_scale: the scorer's MOS range, e.g. 1-10 for AVA; out_of_range: true for a "
+        "prediction outside it, kept unclipped), written as each file is scored. Files that cannot "
         "be scored (unreadable, too small for the backbone, over the memory budget) get their reason in `error`.",
         epilog="exit status: 0 every file scored; 1 some files skipped (see `error`); 2 bad arguments, scorer folder or "
         "output (nothing scored); 3 no file scored (all skipped, or no image files found); 130 interrupted (rows so far kept).",
@@ -130,10 +131,11 @@ def main(argv: list[str] | None = None) -> int:
         "layers by name and shape onto this kit's Pool-3FC or Single-3FC, and write a scorer folder for `mlsp score` "
         "(InceptionResNetV2 with Keras' ImageNet weights).",
         epilog="exit status: 0 written; 2 refused (file missing, unreadable or not published, a layer missing or of another shape, "
-        "output folder in use or not writable; nothing written); 130 interrupted (nothing written).",
+        "a weight that is an HDF5 link, weights whose predictions are not finite, far off the 1-10 scale or the same for every photo, "
+        "output folder in use, not writable or the current directory; nothing written); 130 interrupted (nothing written).",
     )
     imported.add_argument("file", help="model_best_weights.h5 from subpic/ava-mlsp models/<name>/ (or https://osf.io/ubps5/files/)")
-    imported.add_argument("--out", required=True, help="the scorer folder to write (must not exist, or be empty)")
+    imported.add_argument("--out", required=True, help="the scorer folder to write (must not exist, or be empty; not the current directory or a mount point)")
     imported.add_argument("--force", action="store_true", help="import a file that is not one of the published ones (size or sha256 differ); the head is inferred from its layer names and shapes")
     imported.set_defaults(handler=_import_authors)
 

@@ -140,11 +140,14 @@ def _text_lines(path: Path, what: str) -> Iterator[tuple[int, str | None, str | 
 
     A UTF-8 byte-order mark is dropped; CR, LF and CRLF each end a line. Raises FileNotFoundError,
     PermissionError naming the file, and ValueError for a UTF-16 or UTF-32 file (read as UTF-8, every
-    line would be rejected).
+    line would be rejected) or one that is not a regular file (a FIFO, a device, a directory).
     """
     try:
         if not path.exists():
             raise FileNotFoundError(f"{path}: {what} not found")
+        special = images.not_regular(path)  # read_bytes would wait forever on a FIFO, or never end on /dev/zero
+        if special is not None:
+            raise ValueError(f"{path}: the {what} is {special}")
         content = path.read_bytes()
     except PermissionError as error:  # the file, or a folder on its path, that this user may not read
         raise PermissionError(f"{path}: the {what} cannot be read ({error.strerror}); check its permissions and its folder's") from None
@@ -183,7 +186,7 @@ def parse_ava_txt(path) -> tuple[pd.DataFrame, list[Problem]]:
     byte-order mark and Windows line ends are fine.
     Returns (table: image_id (str), VOTE_COLUMNS, n_votes, mos, mos_std in [1, 10] score units,
     line (of AVA.txt); problems of kind AVA_ROW). Raises FileNotFoundError, and ValueError for a
-    UTF-16/32 file.
+    UTF-16/32 file or one that is not a regular file (a FIFO, a device, a directory).
     """
     path = Path(path)
     ids, votes, problems, first_line, seen_a_line = [], [], [], {}, False
@@ -243,7 +246,7 @@ def read_test_list(path) -> tuple[dict[str, int], list[Problem]]:
     Windows line ends, and a `.jpg` suffix (the official file has bare ids; "123.jpg" names the same
     image as "123"). Rejected with their line number (kind TEST_LIST_LINE): lines with several
     fields, ids that are not plain names, repeated ids (the first is kept), lines that are not UTF-8.
-    Raises FileNotFoundError, and ValueError for a UTF-16/32 file.
+    Raises FileNotFoundError, and ValueError for a UTF-16/32 file or one that is not a regular file.
     """
     path = Path(path)
     ids, problems = {}, []
@@ -311,6 +314,8 @@ def image_info(path, verify: bool = True, min_side: int = MIN_SIDE, apply_exif_o
         path.stat()
     except (FileNotFoundError, NotADirectoryError):
         return 0, 0, FILE_MISSING
+    except ValueError as error:  # a name no file can have ("embedded null byte"); mlsp.labels refuses these first
+        return 0, 0, f"unreadable: the file name cannot be a path ({error})"
     except OSError as error:  # a folder on the way that may not be searched: the file may well be there
         return 0, 0, f"unreadable: {error.strerror or error} (a folder on its path cannot be searched: check its permissions)"
     try:

@@ -24,6 +24,8 @@ header size against `MAX_PIXELS` itself, before any pixel is decoded.
 from __future__ import annotations
 
 import numbers
+import os
+import stat
 from pathlib import Path
 
 import numpy as np
@@ -72,6 +74,8 @@ def _reason(error: Exception) -> str:
     """A short reason for a failure inside Pillow (whose messages sometimes repeat the path)."""
     if isinstance(error, FileNotFoundError):
         return "file not found"
+    if isinstance(error, NotADirectoryError):
+        return "file not found (a part of its path is a file, not a folder)"
     if isinstance(error, IsADirectoryError):
         return "is a directory, not an image file"
     if isinstance(error, PermissionError):
@@ -83,10 +87,40 @@ def _reason(error: Exception) -> str:
     return f"cannot decode ({type(error).__name__}: {error})"
 
 
+# What a path that is not a regular file is, by the file-type bits of its (followed) stat.
+_FILE_KINDS = (
+    (stat.S_ISDIR, "a directory"),
+    (stat.S_ISFIFO, "a named pipe (FIFO)"),
+    (stat.S_ISCHR, "a character device"),
+    (stat.S_ISBLK, "a block device"),
+    (stat.S_ISSOCK, "a socket"),
+)
+
+
+def not_regular(path) -> str | None:
+    """Why `path` cannot be read as a file, e.g. "a named pipe (FIFO), not a regular file"; None
+    for a regular file. Symbolic links are followed (the reason then names the target).
+
+    Raises OSError from os.stat: FileNotFoundError (missing, or a broken link), PermissionError.
+    """
+    mode = os.stat(path).st_mode
+    if stat.S_ISREG(mode):
+        return None
+    kind = next((name for test, name in _FILE_KINDS if test(mode)), "a special file")
+    if os.path.islink(path):
+        kind += f" (through a symbolic link to {os.path.realpath(path)})"
+    return f"{kind}, not a regular file"
+
+
 def _open(path: Path) -> Image.Image:
     """Image.open with every failure as ImageError, and the pixel count checked against MAX_PIXELS."""
     try:
-        if path.is_file() and path.stat().st_size == 0:
+        # Checked before opening: open() waits forever on a FIFO with no writer, and a device such
+        # as /dev/zero or /dev/urandom never ends; a directory named like an image is caught here too.
+        reason = not_regular(path)
+        if reason is not None:
+            raise ImageError(path, reason)
+        if path.stat().st_size == 0:
             raise ImageError(path, "empty file (0 bytes)")
         image = Image.open(path)
     except ImageError:
@@ -117,7 +151,7 @@ def read_size(path, apply_exif_orientation: bool = False) -> tuple[int, int]:
 
     With `apply_exif_orientation`, orientations 5-8 swap width and height. Nothing is decoded (except
     for a PNG whose EXIF chunk follows the pixel data, which Pillow finds only by decoding).
-    Raises ImageError (missing, empty, unreadable or too many pixels).
+    Raises ImageError (missing, not a regular file, empty, unreadable or too many pixels).
     """
     path = Path(path)
     image = _open(path)
@@ -150,7 +184,8 @@ def load_rgb(path, apply_exif_orientation: bool = False, max_side: int | None = 
     max_side: when given and the image's longer side exceeds it, downscale (Lanczos) keeping the aspect
         ratio so that the longer side == max_side; JPEGs are first decoded at a reduced scale
         (Pillow's draft mode), so a 24-megapixel photo is never decoded at full size.
-    Raises ImageError for every failure: missing or empty file, not an image, truncated or corrupt
+    Raises ImageError for every failure: missing or empty file, not a regular file (a FIFO, a device,
+    a socket, a directory; checked before opening, so nothing blocks), not an image, truncated or corrupt
     data, more than MAX_PIXELS pixels, an unsupported mode. ValueError for max_side < 1.
     """
     if max_side is not None and (isinstance(max_side, bool) or not isinstance(max_side, numbers.Integral) or max_side < 1):

@@ -8,10 +8,32 @@
 - "csv": `image` (a path relative to the images folder) and `mos`; optionally votes_1 ... votes_K
   (votes for scores 1 to K) and `set` (train / validation / test).
 Column names match whatever their case; the set column may also be called split, subset or
-partition; other columns, named or not (Excel's empty trailing ones), are ignored. A `;`-separated
-file (a European Excel export) may write its numbers with decimal commas. Image names are
-normalised ("sub/../a.jpg" is "a.jpg", a name in Unicode NFC finds its file saved in NFD), so
-differently written duplicates are found. Without a set column the split is drawn with the seed:
+partition; other columns, named or not (Excel's empty trailing ones), are ignored.
+
+The separator is the one of comma, semicolon and tab that splits the header line (read with its
+quotes, so a quoted column name may hold another) into the layout's required columns; where none
+does, the one giving the most columns, and the error then names the missing column. A `;`- or
+tab-separated file (a European Excel export) may write its numbers with decimal commas: there a
+comma cannot separate fields. A comma-separated file may not ("1,500" may be a thousands separator).
+
+Image names are relative to images_dir and stay inside it: an absolute name, one that leads out
+through ".." ("../a.jpg", "sub/../../a.jpg", "..\\a.jpg") or names images_dir itself, and one
+holding a control character (a NUL byte, a CR or tab inside a quoted field) are rejected rows. A
+symbolic link inside images_dir may point anywhere (people link big image folders in): the name,
+not the file it resolves to, is what must stay inside. Names are normalised ("sub/../a.jpg" is
+"a.jpg", "\\" is "/", a name in Unicode NFC finds its file saved in NFD), so differently written
+duplicates are found.
+
+Votes must agree with the rest of their row: not all zero; summing to c_total where both are given
+(KonIQ's fractions after their conversion to counts); and, where the MOS scale is 1 to K for votes of
+scores 1 to K (KonIQ's c1 ... c5 with its MOS on 1-5, or votes_1 ... votes_K with score_min 1 and
+score_max K), the MOS within MOS_TOLERANCE of the votes' mean (mlsp.data.add_scores), or within half a
+unit of the MOS's last written digit when that is more ("4" for a mean of 3.6). On any other scale
+(KonIQ's sets file: MOS on MOS_zscore's 0-100, which no linear map of the mean gives) the MOS is not
+compared: how it was made from the votes is not known.
+
+The split is the file's set column where it has one (its validation images drawn from its train
+images with the seed when it names none); without a set column it is drawn with the seed:
 test_fraction of the images for test, validation_fraction of the rest for validation.
 
 The rows end up in the same metadata CSV as AVA's (mlsp.data). Each row that cannot be used is
@@ -53,6 +75,14 @@ SET_COLUMN_ALIASES = ("split", "subset", "partition")
 # KonIQ-10k's fractions of c_total are rounded to 12 digits in its file; a row whose fractions miss 1
 # by more than this is not a distribution.
 FRACTION_TOLERANCE = 1e-3
+# How far a MOS may lie from its votes' mean (both on 1 to K). KonIQ-10k writes the mean with 9
+# decimals, people round to two or one: one decimal is off by up to 0.05. A wider gap is another
+# image's row, or a MOS made otherwise (e.g. after dropping raters), and is worth a look.
+MOS_TOLERANCE = 0.05
+# Separators a labels file may use, the first preferred when two read the header equally well.
+DELIMITERS = (",", ";", "\t")
+# Neither a file name nor typed by anyone: a NUL byte, or a CR, LF or tab inside a quoted field.
+CONTROL_CHARACTER = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 
 
 @dataclass(frozen=True)
@@ -114,10 +144,21 @@ def _text(path: Path) -> str:
     return text
 
 
-def _delimiter(text: str) -> str:
-    """A comma, or a tab or semicolon when the first line has one and no comma."""
-    first = text.split("\n", 1)[0]
-    return next((candidate for candidate in ("\t", ";") if "," not in first and candidate in first), ",")
+def _delimiter(text: str, data_format: str) -> str:
+    """The separator (of DELIMITERS) that splits the header line, quotes respected, into the most of
+    the layout's required columns; then the one giving the most columns; then the first."""
+    header = next((line for line in io.StringIO(text, newline="") if line.strip()), "")
+    layout = LAYOUTS[data_format]
+    required = {layout.image.lower(), layout.mos.lower()}
+
+    def fit(candidate: str) -> tuple[int, int]:
+        try:
+            fields = next(csv.reader([header.rstrip("\r\n")], delimiter=candidate), [])
+        except csv.Error:  # quoting this separator cannot read; _records names the line if it is chosen
+            return -1, 0
+        return len(required & {field.strip().lower() for field in fields}), len(fields)
+
+    return max(DELIMITERS, key=fit)  # max keeps the first of equals: a comma over the others
 
 
 def _records(path: Path, text: str, delimiter: str) -> Iterator[tuple[int, list[str]]]:
@@ -177,14 +218,40 @@ def _number(text: str, decimal_comma: bool = False) -> float | None:
 
 
 def _image_name(text: str) -> tuple[str | None, str | None]:
-    """(the image's name relative to the images folder, in / form; or None and why it is refused)."""
-    name = text.strip().replace("\\", "/")
+    """(the image's name relative to the images folder, in / form; or None and why it is refused).
+
+    Refused: empty, absolute, leading out of the folder or naming the folder itself, holding a
+    control character (see the module docstring)."""
+    # the whitespace an editor leaves around a field goes; a control character anywhere else stays
+    # to be refused (str.strip would also drop \x1c-\x1f at the ends)
+    field = text.strip(" \t\r\n")
+    control = CONTROL_CHARACTER.search(field)
+    if control:
+        # before any use as a path: open() and stat() raise a bare "embedded null byte" for a NUL
+        return None, f"{field!r} holds a control character ({control.group()!r}), which no file name of a data set has"
+    written = text.strip()
+    name = written.replace("\\", "/")
     if not name:
         return None, "empty"
     if PurePosixPath(name).is_absolute() or PureWindowsPath(name).drive:
-        return None, f"{text.strip()!r} is an absolute path; give it relative to images_dir"
+        return None, f"{written!r} is an absolute path; give it relative to images_dir"
     # "sub/../a.jpg" and "./a.jpg" name the file "a.jpg" does: one spelling, so duplicates are found
-    return posixpath.normpath(name), None
+    name = posixpath.normpath(name)
+    if name == "..":
+        return None, f"{written!r} leads out of images_dir (through '..'); give it relative to images_dir, inside it"
+    if name.startswith("../"):
+        return None, f"{written!r} leads out of images_dir (it is {name!r}); give it relative to images_dir, inside it"
+    if name == ".":
+        return None, f"{written!r} names images_dir itself, not an image in it"
+    return name, None
+
+
+def _vote_columns(columns: Columns) -> str:
+    """How a message names the vote columns together, with their positions (listed when out of order)."""
+    positions = [index + 1 for index in columns.votes]
+    ranged = positions == list(range(positions[0], positions[-1] + 1))
+    where = f"{positions[0]}-{positions[-1]}" if ranged else ", ".join(map(str, positions))
+    return f"columns {columns.names[columns.votes[0]]} ... {columns.names[columns.votes[-1]]} ({where})"
 
 
 def _votes(fields: list[str], columns: Columns, fractions_allowed: bool, decimal_comma: bool = False) -> tuple[list[int] | None, list[str]]:
@@ -197,13 +264,41 @@ def _votes(fields: list[str], columns: Columns, fractions_allowed: bool, decimal
         return None, bad
     if all(value == int(value) for value in values):
         return [int(value) for value in values], []
-    where = f"columns {columns.names[columns.votes[0]]} ... {columns.names[columns.votes[-1]]} ({columns.votes[0] + 1}-{columns.votes[-1] + 1})"
+    where = _vote_columns(columns)
     if not (fractions_allowed and columns.total is not None):
         return None, [f"{where}: {', '.join(fields[index].strip() for index in columns.votes)} are not whole vote counts"]
     total = _number(fields[columns.total], decimal_comma)
     if total is not None and abs(sum(values) - 1) <= FRACTION_TOLERANCE:
         return [int(round(value * total)) for value in values], []  # KonIQ's sets file: fractions of c_total
     return None, [f"{where}: neither whole vote counts nor fractions of {columns.names[columns.total]} summing to 1 (they sum to {sum(values):.4g})"]
+
+
+def _written_precision(text: str) -> float:
+    """Half a unit of a number's last written digit ("4": 0.5, "3.7": 0.05); 0 in exponent notation."""
+    match = re.fullmatch(r"[+-]?[0-9]*(?:[.,]([0-9]*))?", text.strip())
+    return 0.5 * 10.0 ** -len(match.group(1) or "") if match else 0.0
+
+
+def _disagreements(votes: list[int], total: float | None, mos: float | None, mos_text: str, columns: Columns, scale: ScoreScale) -> list[str]:
+    """What is wrong between a row's valid vote counts and its valid c_total and MOS (module docstring)."""
+    where = _vote_columns(columns)
+    n_votes = sum(votes)
+    if not n_votes:
+        return [f"{where}: no votes (all are 0), so no MOS or spread can come from them"]
+    reasons = []
+    if total is not None and n_votes != total:
+        reasons.append(f"{where}: the votes sum to {n_votes}, but {columns.name(columns.total)} says {total:g}")
+    # Only where the MOS is on the votes' own 1..K: other scales may come from the votes in ways no
+    # linear map recovers (KonIQ's 0-100 MOS comes from per-rater z-scores)
+    if mos is not None and scale.score_min == 1 and scale.score_max == len(votes):
+        mean = sum(score * count for score, count in enumerate(votes, start=1)) / n_votes
+        tolerance = max(MOS_TOLERANCE, _written_precision(mos_text))
+        if abs(mos - mean) > tolerance + 1e-9:  # 1e-9: a MOS written with exactly the allowed gap is float-rounded either way
+            reasons.append(
+                f"{columns.name(columns.mos)}: {mos:g} is not the mean of the votes for the scores 1-{len(votes)} in {where}, "
+                f"{mean:.4g} (allowed difference {tolerance:g})"
+            )
+    return reasons
 
 
 def read_labels(path, data_format: str, scale: ScoreScale) -> tuple[pd.DataFrame, list[Problem]]:
@@ -215,10 +310,14 @@ def read_labels(path, data_format: str, scale: ScoreScale) -> tuple[pd.DataFrame
     from the votes, else empty), set ('train', 'validation', 'test', or None without a set column),
     line (where the row starts, counting from 1 with the header).
     Rejected (Problem of kind LABELS_ROW, its reason naming the column by name and position): rows
-    with another number of fields than the header (trailing unnamed columns may be left out), an
-    empty or absolute image name, a MOS that is not a number or lies outside [score_min, score_max],
-    bad votes, an unknown set name, a repeated image (the first row is kept; names are compared
-    normalised, see the module docstring).
+    with another number of fields than the header (trailing unnamed columns may be left out); an
+    image name that is empty, absolute, leads out of the images folder ("../a.jpg"), names the
+    folder itself or holds a control character; a MOS that is not a number or lies outside
+    [score_min, score_max]; bad votes (not whole non-negative counts or KonIQ's fractions); votes
+    that are all zero, do not sum to c_total, or whose mean disagrees with the MOS (on a 1..K scale,
+    see the module docstring); an unknown set name; a repeated image (the first row is kept; names
+    are compared normalised).
+    The table's attrs["set_column"] is the set column's name as written, or None without one.
     Raises FileNotFoundError and PermissionError naming labels_file, and ValueError naming the file
     for an unknown format, an empty file, a header without the required columns or with two set
     columns, text that is not UTF-8, or when no MOS lies inside the scale (the scale parameters, not
@@ -233,8 +332,8 @@ def read_labels(path, data_format: str, scale: ScoreScale) -> tuple[pd.DataFrame
         text = _text(path)
     except PermissionError as error:  # the file, or a folder on its path, that this user may not read
         raise PermissionError(f"{path}: labels_file cannot be read ({error.strerror}); check its permissions and its folder's") from None
-    delimiter = _delimiter(text)
-    decimal_comma = delimiter == ";"
+    delimiter = _delimiter(text, data_format)
+    decimal_comma = delimiter != ","
     records = _records(path, text, delimiter)
     try:
         header_line, header = next(records)
@@ -254,7 +353,7 @@ def read_labels(path, data_format: str, scale: ScoreScale) -> tuple[pd.DataFrame
                 reasons.append(f"{columns.name(columns.image)}: {why}")
             mos = _number(fields[columns.mos], decimal_comma)
             if mos is None:
-                hint = " (decimal commas are read only in ;-separated files)" if DECIMAL_COMMA_NUMBER.fullmatch(fields[columns.mos].strip()) else ""
+                hint = " (decimal commas are read only in ;- or tab-separated files)" if DECIMAL_COMMA_NUMBER.fullmatch(fields[columns.mos].strip()) else ""
                 reasons.append(f"{columns.name(columns.mos)}: {fields[columns.mos].strip()!r} is not a number{hint}")
             elif scale.score_min <= mos <= scale.score_max:
                 inside += 1
@@ -273,6 +372,10 @@ def read_labels(path, data_format: str, scale: ScoreScale) -> tuple[pd.DataFrame
                 total = _number(fields[columns.total], decimal_comma)
                 if total is None or total < 0 or total != int(total):
                     reasons.append(f"{columns.name(columns.total)}: {fields[columns.total].strip()!r} is not a whole number of votes")
+                    total = None
+            if votes is not None:
+                in_scale = mos if mos is not None and scale.score_min <= mos <= scale.score_max else None
+                reasons += _disagreements(votes, total, in_scale, fields[columns.mos], columns, scale)
             chosen_set = None
             if columns.set is not None:
                 written = fields[columns.set].strip()
@@ -291,7 +394,10 @@ def read_labels(path, data_format: str, scale: ScoreScale) -> tuple[pd.DataFrame
             f"{path}: no MOS lies inside the stated scale {scale.score_min:g}-{scale.score_max:g}; the file's run from "
             f"{min(outside):g} to {max(outside):g}: set score_min, score_max and accuracy_threshold to the file's scale"
         )
-    return _table(rows, len(columns.votes)), problems
+    table = _table(rows, len(columns.votes))
+    # assign_sets must know of the column even when no row survives to show it
+    table.attrs["set_column"] = None if columns.set is None else columns.names[columns.set]
+    return table, problems
 
 
 def _same_name(image_id: str) -> str:
@@ -336,19 +442,23 @@ def _table(rows: list[dict], n_levels: int) -> pd.DataFrame:
 def assign_sets(table: pd.DataFrame, seed: int, test_fraction: float, validation_fraction: float) -> tuple[pd.Series, str]:
     """'train', 'validation' or 'test' per row (named "set"), and how they were chosen, in words.
 
-    The file's set column where it has one; if it names no validation image, validation_fraction of
-    its train images are drawn for validation with the seed. Without a set column, round(n x
-    test_fraction) images are drawn for test and round(rest x validation_fraction) for validation.
-    Empty sets are allowed here (see check_split). Raises ValueError for a fraction outside [0, 1].
+    The file's set column where it has one (table.attrs["set_column"], as read_labels sets it, or any
+    set given); if it names no validation image, validation_fraction of its train images are drawn
+    for validation with the seed. Without a set column, round(n x test_fraction) images are drawn for
+    test and round(rest x validation_fraction) for validation. The words say which of these three
+    happened, also for a file whose rows were all rejected. Empty sets are allowed here (see
+    check_split). Raises ValueError for a fraction outside [0, 1].
     """
     for name, value in (("test_fraction", test_fraction), ("validation_fraction", validation_fraction)):
         if not 0.0 <= value <= 1.0:
             raise ValueError(f"{name} must lie in [0, 1], got {value!r}")
-    if table["set"].notna().any():
+    set_column = table.attrs.get("set_column")
+    if set_column is not None or table["set"].notna().any():
         sets = table["set"].to_numpy(dtype=object).copy()
+        named = f"the labels file's set column ({set_column!r})" if set_column is not None else "the labels file's set column"
         if (sets == "validation").any():
-            return pd.Series(sets, index=table.index, name="set"), "the labels file's set column"
-        how = f"the labels file's set column; validation drawn from its train images (validation_fraction {validation_fraction:g}, seed {seed})"
+            return pd.Series(sets, index=table.index, name="set"), named
+        how = f"{named}; validation drawn from its train images (validation_fraction {validation_fraction:g}, seed {seed})"
     else:
         # its own stream of the seed, so that the test draw and data.split's validation draw are independent
         rng = np.random.default_rng([seed, 1])

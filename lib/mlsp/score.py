@@ -8,7 +8,8 @@ Memory stays bounded: by default a photo is brought to the scorer's training siz
 side at most `max_side`, as AVA's 800 px), which is both what the head has learned and affordable;
 the 8 views then go through the network in batches sized to a memory budget. A photo that cannot be
 scored (decode error, too small for the backbone, one view above the budget, a failed forward pass)
-gets its reason in the `error` column; the run goes on.
+gets its reason in the `error` column; the run goes on. A prediction outside the scorer's score
+scale (a linear head is unbounded) is kept as it is and flagged in the `out_of_range` column.
 """
 from __future__ import annotations
 
@@ -25,7 +26,7 @@ import keras
 import numpy as np
 import pandas as pd
 
-from mlsp import backbones, images
+from mlsp import backbones, images, metrics
 from mlsp.errors import first_line
 from mlsp.features import FEATURE_KINDS, WIDE_SIZE, augmented_views, crop_size, mlsp_model, traced
 
@@ -39,7 +40,7 @@ def _openable_suffixes() -> frozenset[str]:
 
 
 IMAGE_SUFFIXES = _openable_suffixes()
-COLUMNS = ["path", "predicted_mos", "error", "scored_width", "scored_height", "score_scale"]
+COLUMNS = ["path", "predicted_mos", "error", "scored_width", "scored_height", "score_scale", "out_of_range"]
 VIEWS = 8
 
 # A scorer.json written before `max_side` was recorded: every scorer the kit trained until then was
@@ -88,6 +89,12 @@ class Scorer:
 def scale_text(scale) -> str:
     """A score scale as the output's score_scale column writes it: "1-10"."""
     return f"{scale[0]:g}-{scale[1]:g}"
+
+
+def outside_scale(predicted: float, scale) -> bool:
+    """Whether a prediction lies outside the score scale [score_min, score_max], as
+    mlsp.metrics.out_of_range counts them (a linear head is not bounded; the value is kept, not clipped)."""
+    return bool(metrics.out_of_range([predicted], *scale))
 
 
 def save_scorer(
@@ -306,14 +313,17 @@ def score_image(scorer: Scorer, image: np.ndarray, memory_budget_bytes: float) -
             predictions.append(np.asarray(scorer.head.predict_on_batch(features)).reshape(-1))
     except Exception as error:  # TensorFlow raises many types (InvalidArgument, ResourceExhausted, ...)
         raise Skip(f"the forward pass failed ({first_line(error)})") from error
-    return float(np.mean(np.concatenate(predictions)))
+    predicted = float(np.mean(np.concatenate(predictions)))
+    if math.isnan(predicted):  # written as an empty score with no error, it would read as neither scored nor skipped
+        raise Skip("the head predicted NaN (not a number)")
+    return predicted
 
 
 def score_file(scorer: Scorer, path: Path, full_resolution: bool, memory_budget_bytes: float) -> dict:
     """One output row for one file: its score and scored size, or its error (never raises for a bad file)."""
     # absolute: a resume from another working directory must not take one file for another
     row = {"path": os.path.abspath(path), "predicted_mos": np.nan, "error": "", "scored_width": np.nan, "scored_height": np.nan,
-           "score_scale": scale_text(scorer.score_scale)}
+           "score_scale": scale_text(scorer.score_scale), "out_of_range": None}
     try:
         size = images.read_size(path, apply_exif_orientation=True)
         side = None if full_resolution else scoring_side(size, scorer.max_side, scorer.min_side)
@@ -321,6 +331,7 @@ def score_file(scorer: Scorer, path: Path, full_resolution: bool, memory_budget_
         image = images.load_rgb(path, apply_exif_orientation=True, max_side=side)
         row["scored_height"], row["scored_width"] = image.shape[:2]
         row["predicted_mos"] = score_image(scorer, image, memory_budget_bytes)
+        row["out_of_range"] = outside_scale(row["predicted_mos"], scorer.score_scale)
     except images.ImageError as error:
         row["error"] = error.reason
     except Skip as error:
@@ -398,6 +409,7 @@ def _formatted(row: dict) -> dict:
         "path": row["path"], "predicted_mos": number(row["predicted_mos"], "{:.4f}"), "error": row["error"] or "",
         "scored_width": number(row["scored_width"], "{:d}"), "scored_height": number(row["scored_height"], "{:d}"),
         "score_scale": row.get("score_scale") or "",  # rows of an output written before the column existed: unknown
+        "out_of_range": {True: "true", False: "false"}.get(row.get("out_of_range"), ""),  # empty: not scored, or unknown
     }
 
 
@@ -423,7 +435,7 @@ def read_scored_rows(path) -> tuple[dict[str, dict], list[dict]]:
                 if row.get("path") and math.isfinite(score) and not row.get("error"):
                     size = [_integer_or_nan(row.get(key)) for key in ("scored_width", "scored_height")]
                     kept = {"path": row["path"], "predicted_mos": score, "error": "", "scored_width": size[0], "scored_height": size[1],
-                            "score_scale": row.get("score_scale") or ""}
+                            "score_scale": row.get("score_scale") or "", "out_of_range": _flag(row.get("out_of_range"))}
                     if os.path.isabs(row["path"]):
                         done[row["path"]] = kept
                     else:
@@ -431,6 +443,11 @@ def read_scored_rows(path) -> tuple[dict[str, dict], list[dict]]:
             return done, relative
     except (OSError, UnicodeDecodeError, csv.Error) as error:
         raise ScoringError(f"{path}: cannot be read to resume ({error})") from None
+
+
+def _flag(text) -> bool | None:
+    """An out_of_range cell read back: True, False, or None (empty: an output written before the column existed)."""
+    return {"true": True, "false": False}.get((text or "").strip().lower())
 
 
 def _integer_or_nan(text):
@@ -454,8 +471,10 @@ def score_paths(
     """Score every image file under `paths` with the scorer in `model_dir`.
 
     Returns one row per file found (columns COLUMNS; predicted_mos NaN and `error` set for a file
-    that could not be scored; scored_width/height: the size the photo was scored at), rows taken
-    over from the output by `resume` included; `attrs["already_scored"]` counts those.
+    that could not be scored; scored_width/height: the size the photo was scored at; out_of_range:
+    True for a prediction outside the scorer's score scale, kept unclipped, None when not scored or
+    unknown), rows taken over from the output by `resume` included; `attrs["already_scored"]` counts
+    those, `attrs["out_of_range"]` the flagged rows (a warning line on stderr says how many, if any).
     output: CSV path, checked and opened before the model is loaded, each row flushed when scored;
     an interrupted run (KeyboardInterrupt propagates) keeps every row written.
     full_resolution: score at the stored size instead of bringing the photo to at most the
@@ -499,6 +518,15 @@ def score_paths(
     table = pd.DataFrame(rows, columns=COLUMNS)
     table.attrs["already_scored"] = already
     table.attrs["score_scale"] = scoring_scale(config, model_dir, note=False)
+    outside = int((table["out_of_range"] == True).sum())  # noqa: E712 (None and False alike are not flagged)
+    table.attrs["out_of_range"] = outside
+    if outside:
+        where = f"the out_of_range column of {output}" if output is not None else "the out_of_range column"
+        print(
+            f"warning: {outside} of {int(table['predicted_mos'].notna().sum())} predictions lie outside the scorer's "
+            f"{scale_text(table.attrs['score_scale'])} score scale; they are kept, not clipped (see {where})",
+            file=sys.stderr,
+        )
     return table
 
 
