@@ -167,3 +167,47 @@ def test_fused_adam_follows_keras_adam_and_survives_save_and_load(tmp_path):
     again = keras.models.load_model(path)
     assert type(again.optimizer) is train.FusedAdam
     np.testing.assert_array_equal(again.predict(features, verbose=0), fused_model.predict(features, verbose=0))
+
+
+GRAPH_OPTIMIZER_PROBE = """
+import sys
+import tensorflow as tf
+from mlsp import train
+choice, start_first = sys.argv[1], sys.argv[2] == "started"
+if start_first:
+    tf.constant(1.0) + 1.0  # TensorFlow's first operation: the context is set up
+try:
+    on = train.configure_graph_optimizer(choice)
+except (RuntimeError, ValueError) as error:
+    print(type(error).__name__, error)
+else:
+    print("on" if on else "off", tf.config.optimizer.get_experimental_options().get("disable_meta_optimizer", False))
+"""
+
+
+@pytest.mark.parametrize(
+    ("choice", "when", "expected"),
+    [
+        ("auto", "fresh", "auto"),  # off without a GPU, on with one
+        ("off", "fresh", "off True"),
+        ("on", "fresh", "on False"),
+        ("off", "started", "RuntimeError graph_optimizer 'off': TensorFlow has already started"),
+        ("on", "started", "on False"),  # already on: nothing to change, nothing refused
+        ("sometimes", "fresh", "ValueError graph_optimizer must be one of auto, on, off, got 'sometimes'"),
+    ],
+)
+def test_configure_graph_optimizer_sets_grappler_before_tensorflow_starts_and_refuses_after(choice, when, expected):
+    """A process-wide TensorFlow setting: each case runs in its own interpreter."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    import tensorflow as tf
+
+    if expected == "auto":
+        expected = "on False" if tf.config.list_physical_devices("GPU") else "off True"
+    lib = Path(__file__).resolve().parents[1] / "lib"
+    completed = subprocess.run([sys.executable, "-c", GRAPH_OPTIMIZER_PROBE, choice, when], capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(lib)}, timeout=300)
+    assert completed.returncode == 0, completed.stderr[-2000:]
+    assert completed.stdout.strip().splitlines()[-1].startswith(expected), completed.stdout

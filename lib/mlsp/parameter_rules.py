@@ -28,6 +28,7 @@ ENUMERATIONS: dict[str, Callable[[], tuple[str, ...]]] = {
     "data format": lambda: tuple(import_module("mlsp.data").FORMATS),
     "Table 2 fine-tuning row": lambda: tuple(row.label for row in import_module("mlsp.experiments").TABLE2_FINETUNE_ROWS),
     "distribution mode": lambda: tuple(import_module("mlsp.distribute").STRATEGIES),
+    "graph optimizer setting": lambda: tuple(import_module("mlsp.train").GRAPH_OPTIMIZER_CHOICES),
 }
 
 
@@ -320,6 +321,7 @@ RULES = {
     "batch_size": Count(),
     "epochs": Count(),
     "jit_compile": Flag(),
+    "graph_optimizer": Choice("graph optimizer setting"),  # mlsp.train.configure_graph_optimizer
     "distribute": Choice("distribution mode"),  # "mirrored" without a visible GPU: mlsp.runner.check_devices, for the notebooks run
     "in_memory": Flag(),
     "finetune": Flag(),

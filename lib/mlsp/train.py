@@ -18,6 +18,38 @@ from mlsp import distribute
 from mlsp.store import FeatureReader
 
 
+GRAPH_OPTIMIZER_CHOICES = ("auto", "on", "off")
+
+
+def configure_graph_optimizer(choice: str = "auto") -> bool:
+    """Switch TensorFlow's graph optimizer (Grappler's meta-optimizer) on or off for this process, and
+    return whether it is on: the `graph_optimizer` parameter of notebooks 02-05.
+
+    "auto": off on a machine without a GPU, on with one. Grappler rewrites every traced function
+    before its first run; on CPU that costs more than it saves in the short runs a CPU can afford
+    (measured on 2 cores, one process each: a Single-3FC head on the demo's features 12 -> 7 s, Multi-3FC
+    28 -> 21 s, Pool-3FC 78 -> 65 s for 10 epochs; a fine-tuned InceptionV3 row of the rehearsal 48 -> 40 s,
+    Multi-3FC 65 -> 57 s). Heads of dense layers give the same numbers either way; Pool-3FC's
+    convolutions differ in float rounding (demo SRCC 0.4426 vs 0.4415). Long GPU runs keep it (its
+    fused kernels and layout rewrites pay off there).
+    Call it before this process runs its first TensorFlow operation: TensorFlow reads the setting
+    when it starts. Raises ValueError for another choice, RuntimeError when TensorFlow has started.
+    """
+    if choice not in GRAPH_OPTIMIZER_CHOICES:
+        raise ValueError(f"graph_optimizer must be one of {', '.join(GRAPH_OPTIMIZER_CHOICES)}, got {choice!r}")
+    if keras.backend.backend() != "tensorflow":
+        return False
+    import tensorflow as tf
+    from tensorflow.python.eager import context
+
+    on = bool(tf.config.list_physical_devices("GPU")) if choice == "auto" else choice == "on"
+    wanted = {"disable_meta_optimizer": not on}
+    if getattr(context.context(), "_initialized", False) and tf.config.optimizer.get_experimental_options().get("disable_meta_optimizer", False) != (not on):
+        raise RuntimeError(f"graph_optimizer {choice!r}: TensorFlow has already started in this process; set it before the first TensorFlow operation (the notebooks do, in their first cell)")
+    tf.config.optimizer.set_experimental_options(wanted)
+    return on
+
+
 @dataclass
 class Protocol:
     learning_rate: float = 1e-4
