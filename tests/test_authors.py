@@ -9,6 +9,7 @@ are declared but never written (HDF5 allocates nothing for them).
 import json
 import os
 import shlex
+import warnings
 from pathlib import Path
 
 import h5py
@@ -357,7 +358,7 @@ def test_a_file_argument_that_is_a_folder_missing_or_unreadable_is_named(narrow,
     assert not out.exists()
 
 
-@pytest.mark.parametrize("case", ["under_a_file", "read_only_folder", "broken_link", "link_to_a_file", "not_empty"])
+@pytest.mark.parametrize("case", ["under_a_file", "read_only_folder", "broken_link", "link_to_a_file", "a_file", "a_device", "not_empty"])
 def test_a_bad_output_folder_is_refused_before_the_file_is_read(narrow, nothing_read, tmp_path, capsys, monkeypatch, case):
     _, path = narrow
     if case == "under_a_file":
@@ -380,7 +381,13 @@ def test_a_bad_output_folder_is_refused_before_the_file_is_read(narrow, nothing_
         (tmp_path / "plain").write_text("x")
         out = tmp_path / "scorer"
         out.symlink_to(tmp_path / "plain")
-        expected = "exists and is not an empty folder"
+        expected = f"{tmp_path / 'plain'} (--out {out}): is a file, not a folder"
+    elif case == "a_file":
+        out = tmp_path / "plain"
+        out.write_text("x")
+        expected = f"{out}: is a file, not a folder"
+    elif case == "a_device":
+        out, expected = Path("/dev/null"), "/dev/null: is a device"
     else:
         out = tmp_path / "scorer"
         out.mkdir()
@@ -466,6 +473,9 @@ def broken_file(reference, tmp_path, case):
     if case == "infinite":
         rewrite_dataset(path, "head_fc2", "bias", data=np.full((256,), np.inf, np.float32))
         return path, "layer 'head_fc2' weight 'bias' holds NaN or infinite values"
+    if case == "float64_beyond_float32":  # finite as stored, infinite once cast to float32
+        rewrite_dataset(path, "head_fc2", "bias", data=np.full((256,), 1e39, np.float64))
+        return path, "layer 'head_fc2' weight 'bias': value 1e+39 does not fit in float32"
     if case == "overflowing":
         rewrite_dataset(path, "head_fc0", "bias", data=np.full((2048,), 3e38, np.float32))
         return path, "the head's predictions for typical features are not finite, from layer 'head_bn0' (our fc1_bn) on"
@@ -489,18 +499,21 @@ def broken_file(reference, tmp_path, case):
     raise AssertionError(case)
 
 
-FAULTS = ["negative_variance", "unwritten", "half_written", "infinite", "overflowing", "string_typed", "external", "layer_names_not_utf8", "weight_names_not_utf8"]
+FAULTS = ["negative_variance", "unwritten", "half_written", "infinite", "float64_beyond_float32", "overflowing", "string_typed", "external", "layer_names_not_utf8", "weight_names_not_utf8"]
 
 
 @pytest.mark.parametrize("case", FAULTS)
 def test_force_refuses_a_head_that_cannot_score_naming_the_layer(narrow, reduced_backbone, tmp_path, capsys, case):
     reference, _ = narrow
     path, expected = broken_file(reference, tmp_path, case)
-    status, err = import_cli(capsys, path, "--out", tmp_path / "scorer", "--force")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        status, err = import_cli(capsys, path, "--out", tmp_path / "scorer", "--force")
     assert status == 2 and f"error: {path}: " in err and expected in err, err
+    assert not [(w.filename, w.lineno, str(w.message)) for w in caught if issubclass(w.category, RuntimeWarning)]  # numpy's overflow warning is not the user's business
     assert not (tmp_path / "scorer").exists()
     assert not [p.name for p in tmp_path.iterdir() if ".partial-" in p.name]
-    if case not in ("negative_variance", "infinite", "overflowing"):  # found from the metadata: --force is not offered
+    if case not in ("negative_variance", "infinite", "float64_beyond_float32", "overflowing"):  # found from the metadata: --force is not offered
         status, err = import_cli(capsys, path, "--out", tmp_path / "scorer")
         assert status == 2 and "--force would not help either" in err and expected in err
 

@@ -408,6 +408,16 @@ def test_image_info_reports_a_folder_that_cannot_be_searched_as_unreadable_not_m
     assert data.image_info(tmp_path / "a.jpg" / "below.jpg") == (0, 0, data.FILE_MISSING)  # a file where a folder should be
 
 
+def test_image_info_names_a_name_too_long_and_a_symbolic_link_loop_not_permissions(tmp_path):
+    width, height, reason = data.image_info(tmp_path / ("x" * 300 + ".jpg"))
+    assert (width, height) == (0, 0) and reason.startswith("unreadable: File name too long: the file name is too long")
+    assert "permission" not in reason
+    loop = tmp_path / "loop.jpg"
+    loop.symlink_to(loop)
+    width, height, reason = data.image_info(loop)
+    assert reason.startswith("unreadable: Too many levels of symbolic links: ") and "permission" not in reason
+
+
 def test_set_aside_keeps_a_completed_runs_outputs_and_drops_a_failed_runs_reports(tmp_path):
     metadata, report, absent = tmp_path / "metadata.csv", tmp_path / "malformed_rows.csv", tmp_path / "data.json"
     metadata.write_text("old metadata\n")

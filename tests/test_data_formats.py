@@ -829,3 +829,80 @@ def test_the_dry_runs_input_check_says_when_a_path_cannot_be_reached(tmp_path, m
     assert parameter_rules.data_inputs({**values, "data_format": "ava", "labels_file": "absent.csv"}) == []  # AVA reads ava_dir, which may be absent
     locked_folder(monkeypatch, tmp_path)
     assert parameter_rules.data_inputs(values) == [("labels_file", f"{tmp_path / 'labels.csv'} cannot be reached (Permission denied); check the permissions of its folders")]
+
+
+@pytest.mark.parametrize("first_line", ["sep=;", '"sep=;"', "SEP=;"])
+def test_excels_separator_line_declares_the_separator_and_lines_keep_their_numbers(tmp_path, first_line):
+    text = f"{first_line}\r\nimage;mos;set\r\na.jpg;5,5;train\r\nb.jpg;x;test\r\n"
+    table, problems = labels.read_labels(write(tmp_path, "\ufeff" + text), "csv", data.ScoreScale(1, 10, 5))
+    assert list(table["image_id"]) == ["a.jpg"] and table["mos"][0] == 5.5 and list(table["line"]) == [3]
+    assert [(problem.line, problem.reason) for problem in problems] == [(4, "column 'mos' (2): 'x' is not a number")]
+
+
+def test_repeated_byte_order_marks_are_dropped(tmp_path):
+    table, problems = labels.read_labels(write(tmp_path, "\ufeff\ufeffimage,mos\na.jpg,5\n"), "csv", data.ScoreScale(1, 10, 5))
+    assert not problems and list(table["image_id"]) == ["a.jpg"]
+
+
+def test_numbers_too_large_for_a_count_or_a_float_are_rejected_rows_naming_line_and_column(tmp_path):
+    scale = data.ScoreScale(1, 2, 1.5)
+    text = "image,mos,votes_1,votes_2\na.jpg,1.5,1e400,1\nb.jpg,1.5,1e30,1e30\nc.jpg,1.5,9223372036854775807,9223372036854775807\nd.jpg,1e400,1,1\nok.jpg,1.5,1000000000,1000000000\n"
+    table, problems = labels.read_labels(write(tmp_path, text), "csv", scale)
+    assert list(table["image_id"]) == ["ok.jpg"] and table["n_votes"][0] == 2 * 10**9
+    found = {problem.line: problem.reason for problem in problems}
+    too_many = "is not a number of votes (over the maximum of 1,000,000,000 votes)"
+    assert found == {
+        2: "column 'votes_1' (3): '1e400' is not a number of votes (too large: beyond floating-point numbers)",
+        3: f"column 'votes_1' (3): '1e30' {too_many}; column 'votes_2' (4): '1e30' {too_many}",
+        4: f"column 'votes_1' (3): '9223372036854775807' {too_many}; column 'votes_2' (4): '9223372036854775807' {too_many}",
+        5: "column 'mos' (2): '1e400' is not a number (too large: beyond floating-point numbers)",
+    }
+    rows = ["a.jpg,0,0,1,0,0,1e400,3,0.5,50", "b.jpg,0,0,1,0,0,1e30,3,0.5,50", "c.jpg,0,0,1,0,0,1,3,1e400,50"]
+    table, problems = labels.read_labels(write(tmp_path, KONIQ_HEADER + "\n" + "\n".join(rows) + "\n"), "koniq10k", KONIQ)
+    found = {problem.line: problem.reason for problem in problems}
+    assert found[2].startswith("column 'c_total' (7): '1e400' is not a whole number of votes (too large: beyond floating-point numbers)")
+    assert found[3].startswith("column 'c_total' (7): '1e30' is not a whole number of votes (over the maximum of 1,000,000,000 votes)")
+    assert found[4] == "column 'SD' (9): '1e400' is not a standard deviation (too large: beyond floating-point numbers)"
+    fractions = "image_name,c1,c2,c3,c4,c5,c_total,MOS,SD,set\na.jpg,0.5,0.5,0,0,0,1e30,50,0.5,training\n"
+    _, problems = labels.read_labels(write(tmp_path, fractions), "koniq10k", data.ScoreScale(0, 100, 50))
+    assert [problem.line for problem in problems] == [2]  # fractions of a c_total too large: rejected, no crash
+
+
+def test_one_file_under_two_names_through_a_linked_folder_or_a_hard_link_is_a_duplicate_row(tmp_path):
+    import os
+
+    images_dir = tmp_path / "images"
+    make_images(images_dir, [f"real/{index}.png" for index in range(12)])
+    os.symlink(images_dir / "real", images_dir / "link")
+    os.link(images_dir / "real" / "1.png", images_dir / "hard.png")
+    rows = [f"real/{index}.png,{index % 8 + 2}" for index in range(12)] + ["link/0.png,9", "hard.png,1", "link/7.png,3"]
+    metadata, unreadable, problems, _ = labels.read_labelled("csv", write(tmp_path, "image,mos\n" + "\n".join(rows) + "\n"), images_dir, data.ScoreScale(1, 10, 5), seed=0, test_fraction=0.3, validation_fraction=0.3, progress=False)
+    assert unreadable.empty and sorted(metadata["image_id"]) == sorted(f"real/{index}.png" for index in range(12))
+    found = [(problem.line, problem.kind, problem.reason) for problem in problems]
+    link = "(a symbolic or hard link; the first row is kept)"
+    assert found == [
+        (14, data.LABELS_ROW, f"column 'image' (1): duplicate image: 'link/0.png' is the same file as 'real/0.png' at line 2 {link}"),
+        (15, data.LABELS_ROW, f"column 'image' (1): duplicate image: 'hard.png' is the same file as 'real/1.png' at line 3 {link}"),
+        (16, data.LABELS_ROW, f"column 'image' (1): duplicate image: 'link/7.png' is the same file as 'real/7.png' at line 9 {link}"),
+    ]
+
+
+def test_a_scale_that_puts_every_image_in_one_class_stops_and_a_scale_far_wider_than_the_mos_warns(tmp_path, capsys):
+    make_images(tmp_path / "images", [f"{index}.png" for index in range(10)])
+    labels_file = write(tmp_path, "image,mos\n" + "\n".join(f"{index}.png,{1 + index * 0.4:.1f}" for index in range(10)) + "\n")  # KonIQ's 1-5 MOS
+
+    def read(scale):
+        return labels.read_labelled("csv", labels_file, tmp_path / "images", scale, seed=0, test_fraction=0.3, validation_fraction=0.3, progress=False)
+
+    with pytest.raises(data.DataError) as error:
+        read(data.ScoreScale(0, 100, 50))  # the sets file's 0-100 scale
+    message = str(error.value)
+    assert message.startswith(f"{labels_file}: accuracy_threshold 50 leaves the high-quality class empty (the 10 usable images' MOS run from 1 to 4.6; score_min 0, score_max 100)")
+    with pytest.raises(data.DataError, match="accuracy_threshold 0.5 leaves the low-quality class empty"):
+        read(data.ScoreScale(0, 10, 0.5))
+    capsys.readouterr()
+    metadata, *_ = read(data.ScoreScale(0, 100, 3))
+    assert len(metadata) == 10
+    assert capsys.readouterr().out.startswith(f"warning: {labels_file}: the MOS fill only 3.6% of the stated scale (the 10 usable images' MOS run from 1 to 4.6")
+    read(data.ScoreScale(1, 5, 3))
+    assert capsys.readouterr().out == ""

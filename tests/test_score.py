@@ -431,7 +431,7 @@ def test_cli_help_states_the_modules_memory_budget_and_exit_statuses(capsys):
         cli.main(["score", "--help"])
     text = " ".join(capsys.readouterr().out.split())
     assert f"(default {score.DEFAULT_MEMORY_BUDGET_GB:g} GB" in text
-    for status in (score.EXIT_ALL_SCORED, score.EXIT_SOME_SKIPPED, score.EXIT_USAGE, score.EXIT_NONE_SCORED, score.EXIT_INTERRUPTED):
+    for status in (score.EXIT_ALL_SCORED, score.EXIT_SOME_SKIPPED, score.EXIT_USAGE, score.EXIT_NONE_SCORED, score.EXIT_CRASHED, score.EXIT_INTERRUPTED):
         assert f" {status} " in text
 
 
@@ -569,3 +569,160 @@ def test_a_head_predicting_nan_is_a_skipped_photo(scorer_with_bias, tmp_path):
     save(smooth_photo(100, 90, seed=1), tmp_path / "1.png")
     table = score.score_paths([tmp_path / "1.png"], folder, progress=False)
     assert table["error"].tolist() == ["the head predicted NaN (not a number)"] and score.exit_status(table) == score.EXIT_NONE_SCORED
+
+
+def test_a_file_name_that_is_not_utf8_is_scored_written_escaped_and_resumed(scorer, cached_loading, monkeypatch, tmp_path, capsys):
+    """b'caf\\xe9.png' (a Latin-1 name from a zip) once stopped the run when its row was written."""
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    latin = Path(os.fsdecode(bytes(photos) + b"/caf\xe9.png"))
+    save(smooth_photo(80, 64, seed=1), latin)
+    save(smooth_photo(80, 64, seed=2), photos / "z.png")
+    output = tmp_path / "scores.csv"
+    assert cli.main(["score", str(photos), "--model", str(scorer), "--output", str(output)]) == score.EXIT_ALL_SCORED
+    output.read_bytes().decode("utf-8")  # the CSV stays UTF-8
+    rows = read_rows(output)
+    assert [row["path"] for row in rows] == [str(photos) + "/caf\\xe9.png", str(photos / "z.png")]
+    assert all(row["predicted_mos"] and row["error"] == "" for row in rows)
+    decoded, real_load = [], images.load_rgb
+    monkeypatch.setattr(images, "load_rgb", lambda path, *a, **k: decoded.append(path) or real_load(path, *a, **k))
+    table = score.score_paths([photos], scorer, output=output, resume=True, progress=False)
+    assert table.attrs["already_scored"] == 2 and decoded == []  # recognised by the same escaped text
+    assert read_rows(output) == rows
+
+
+def test_an_unexpected_error_is_its_own_exit_status_and_keeps_the_rows(scorer, cached_loading, monkeypatch, tmp_path, capsys):
+    paths = [save(smooth_photo(80, 64, seed=seed), tmp_path / f"{seed}.png") for seed in range(3)]
+    real_score_file = score.score_file
+
+    def crash_on_second(scorer_, path, *args):
+        if path == paths[1]:
+            raise RuntimeError("a bug")
+        return real_score_file(scorer_, path, *args)
+
+    monkeypatch.setattr(score, "score_file", crash_on_second)
+    output = tmp_path / "scores.csv"
+    status = cli.main(["score", *map(str, paths), "--model", str(scorer), "--output", str(output)])
+    assert status == score.EXIT_CRASHED not in (score.EXIT_SOME_SKIPPED, score.EXIT_NONE_SCORED, score.EXIT_USAGE)
+    assert [Path(row["path"]).name for row in read_rows(output)] == ["0.png"]
+    last = capsys.readouterr().err.strip().splitlines()[-1]
+    assert last.startswith("error: mlsp score stopped on an unexpected error (RuntimeError: a bug)") and "--resume" in last
+    assert not Path(f"{output}.lock").exists()
+
+
+def test_a_second_run_on_the_same_output_is_refused_while_the_first_holds_it(scorer, cached_loading, tmp_path, capsys):
+    import fcntl
+
+    photo = save(smooth_photo(80, 64, seed=1), tmp_path / "a.png")
+    output = tmp_path / "scores.csv"
+    with open(f"{output}.lock", "w") as held:  # as the first run holds it
+        fcntl.flock(held, fcntl.LOCK_EX)
+        for flags in ([], ["--resume"]):
+            assert cli.main(["score", str(photo), "--model", str(scorer), "--output", str(output), *flags]) == score.EXIT_USAGE
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 2 and all(line.startswith(f"error: {output}: another `mlsp score` is writing it") for line in err)
+        assert cached_loading == [] and not output.exists()
+    assert cli.main(["score", str(photo), "--model", str(scorer), "--output", str(output), "--resume"]) == score.EXIT_ALL_SCORED
+    assert len(read_rows(output)) == 1 and not Path(f"{output}.lock").exists()  # released and removed at the end
+
+
+def test_a_run_in_another_process_is_refused_and_the_lock_goes_with_a_killed_process(tmp_path):
+    output = tmp_path / "scores.csv"
+    holder = subprocess.Popen(
+        [sys.executable, "-c", f"from mlsp import score; f = score.ScoresFile({str(output)!r}); print('held', flush=True); input()"],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+    )
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        with pytest.raises(score.ScoringError, match="another `mlsp score` is writing it"):
+            score.ScoresFile(output, resume=True)
+    finally:
+        holder.kill()
+        holder.wait()
+    score.ScoresFile(output, resume=True).close()  # the system released the killed run's lock
+
+
+def test_an_output_replaced_during_the_run_is_reported(scorer, cached_loading, monkeypatch, tmp_path, capsys):
+    paths = [save(smooth_photo(80, 64, seed=seed), tmp_path / f"{seed}.png") for seed in range(2)]
+    output = tmp_path / "scores.csv"
+    real_score_file = score.score_file
+
+    def replace_output(scorer_, path, *args):
+        if path == paths[1]:
+            (tmp_path / "other.csv").write_text("path,predicted_mos\n")
+            os.replace(tmp_path / "other.csv", output)  # what a second run's resume rewrite once did
+        return real_score_file(scorer_, path, *args)
+
+    monkeypatch.setattr(score, "score_file", replace_output)
+    cli.main(["score", *map(str, paths), "--model", str(scorer), "--output", str(output)])
+    assert f"warning: {output} is no longer the file this run wrote" in capsys.readouterr().err
+
+
+def test_resume_with_another_scorer_or_resolution_is_refused(scorer, cached_loading, head_file, tmp_path, capsys):
+    photo = save(smooth_photo(80, 64, seed=1), tmp_path / "a.png")
+    output = tmp_path / "scores.csv"
+    assert cli.main(["score", str(photo), "--model", str(scorer), "--output", str(output)]) == score.EXIT_ALL_SCORED
+    (row,) = read_rows(output)
+    assert (row["scorer"], row["full_resolution"]) == (str(scorer), "false") and len(row["scorer_sha256"]) == 16
+    retrained = score.save_scorer(tmp_path / "other", head_file, "efficientnet_lite0", "imagenet", "narrow", trained_on="another set", max_side=160)
+    capsys.readouterr()
+    cached_loading.clear()
+    for model, flags in ((retrained, []), (scorer, ["--full-resolution"])):
+        assert cli.main(["score", str(photo), "--model", str(model), "--output", str(output), "--resume", *flags]) == score.EXIT_USAGE
+        (line,) = capsys.readouterr().err.strip().splitlines()
+        assert line.startswith(f"error: {output}: its rows were scored by {scorer} (sha256 {row['scorer_sha256']}, brought to max_side)")
+        assert f"this run would score with {model}" in line
+    assert read_rows(output) == [row] and cached_loading == []
+    moved = tmp_path / "moved"  # the same scorer elsewhere is the same scorer
+    moved.mkdir()
+    for name in ("scorer.json", "head.keras"):
+        (moved / name).write_bytes((scorer / name).read_bytes())
+    assert cli.main(["score", str(photo), "--model", str(moved), "--output", str(output), "--resume"]) == score.EXIT_ALL_SCORED
+
+    legacy = tmp_path / "legacy.csv"  # written before the scorer was recorded: resumed, with one warning line
+    legacy.write_text(f"path,predicted_mos,error,scored_width,scored_height\n{photo},3.2500,,80,64\n")
+    assert cli.main(["score", str(photo), "--model", str(retrained), "--output", str(legacy), "--resume"]) == score.EXIT_ALL_SCORED
+    warnings = [line for line in capsys.readouterr().err.splitlines() if line.startswith("warning:")]
+    assert warnings == [f"warning: {legacy}: 1 scored rows record no scorer (written before the kit recorded it); they are kept, taken to be by {retrained}"]
+
+
+def test_linked_subfolders_are_followed_once_and_link_cycles_end(tmp_path):
+    photos, elsewhere = tmp_path / "photos", tmp_path / "elsewhere"
+    (photos / "b").mkdir(parents=True)
+    elsewhere.mkdir()
+    for path in (photos / "b" / "1.png", photos / "a.png", elsewhere / "x.png"):
+        save(smooth_photo(40, 40, seed=1), path)
+    (photos / "linked").symlink_to(elsewhere)
+    (photos / "b" / "loop").symlink_to(photos)  # a cycle
+    found = score.collect([photos])
+    assert found == [photos / "a.png", photos / "b" / "1.png", photos / "linked" / "x.png"]
+
+
+def test_an_output_that_is_a_symbolic_link_keeps_the_link_and_updates_its_target(scorer, cached_loading, tmp_path):
+    photos = [save(smooth_photo(80, 64, seed=seed), tmp_path / f"{seed}.png") for seed in range(2)]
+    target, link = tmp_path / "kept" / "scores.csv", tmp_path / "scores.csv"
+    target.parent.mkdir()
+    link.symlink_to(target)
+    assert cli.main(["score", str(photos[0]), "--model", str(scorer), "--output", str(link), "--resume"]) == score.EXIT_ALL_SCORED
+    assert cli.main(["score", *map(str, photos), "--model", str(scorer), "--output", str(link), "--resume"]) == score.EXIT_ALL_SCORED
+    assert link.is_symlink() and os.readlink(link) == str(target)
+    assert [Path(row["path"]).name for row in read_rows(target)] == ["0.png", "1.png"]
+
+
+def test_metadata_of_other_systems_is_not_scored_and_other_suffixes_are_counted(scorer, cached_loading, tmp_path, capsys):
+    photos = tmp_path / "photos"
+    for folder in ("__MACOSX", "@eaDir/a.png", "trip"):
+        (photos / folder).mkdir(parents=True)
+    save(smooth_photo(80, 64, seed=1), photos / "a.png")
+    save(smooth_photo(80, 64, seed=2), photos / "trip" / "b.jpg")
+    for junk in ("._a.png", "trip/._b.jpg", "__MACOSX/._a.png", "@eaDir/a.png/SYNOPHOTO_THUMB_M.jpg", ".DS_Store", "trip/Thumbs.db"):
+        (photos / junk).write_bytes(b"\x00\x05\x16\x07 resource fork")
+    (photos / "trip" / "c.HEIC").write_bytes(b"heic")
+    (photos / "notes.txt").write_text("not a photo")
+    table = score.score_paths([photos], scorer, progress=False)
+    assert [Path(path).relative_to(photos).as_posix() for path in table["path"]] == ["a.png", "trip/b.jpg"]
+    assert table["error"].tolist() == ["", ""]
+    notes = [line for line in capsys.readouterr().err.splitlines() if "suffix" in line]
+    assert notes == [f"note: 2 files in the folders skipped for their suffix (not an image type Pillow opens); first: {photos / 'notes.txt'}"]
+    named = score.score_paths([photos / "._a.png"], scorer, progress=False)  # named on the command line: still tried
+    assert len(named) == 1 and named["error"].iloc[0] != ""

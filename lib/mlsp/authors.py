@@ -38,6 +38,7 @@ import os
 import secrets
 import shlex
 import shutil
+import stat
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import NamedTuple
@@ -561,11 +562,15 @@ def _read_weight(handle, layout: LegacyWeightsFile, layer: LayerPlan, name: str)
     stored = layout.layers[layer.authors][name]
     where = f"{layout.path}: layer '{layer.authors}' weight '{name}'"
     try:
-        value = np.asarray(handle[stored.path][()], dtype=np.float32)
+        stored_value = np.asarray(handle[stored.path][()])
     except (OSError, ValueError, TypeError, KeyError, RuntimeError) as error:  # a truncated file, a missing HDF5 filter
         raise AuthorsFileError(f"{where} cannot be read ({first_line(error)})") from None
-    if not np.isfinite(value).all():  # a damaged file would score every photo NaN
+    if not np.isfinite(stored_value).all():  # a damaged file would score every photo NaN
         raise AuthorsFileError(f"{where} holds NaN or infinite values")  # also with --force: nothing can score with them
+    largest, limit = float(np.abs(stored_value).max(initial=0)), float(np.finfo(np.float32).max)  # compared as Python floats: no cast, no warning
+    if largest > limit:  # a float64 weight the cast would turn into inf, and a NaN score
+        raise AuthorsFileError(f"{where}: value {largest:g} does not fit in float32 (at most {limit:g}), the type the head computes in")
+    value = stored_value.astype(np.float32)
     if name == "moving_variance" and (value < 0).any():  # BN divides by sqrt(variance + epsilon): NaN scores
         raise AuthorsFileError(f"{where} holds negative variances (smallest {value.min():g}), which no training writes")
     return value
@@ -718,7 +723,11 @@ def check_output_folder(out) -> Path:
         raise AuthorsFileError(f"{named}: is a parent of the current directory, which the import cannot replace; {instead}")
     if os.path.ismount(real):
         raise AuthorsFileError(f"{named}: is a mount point, which the import cannot replace; {instead}")
-    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+    if out.exists() and not out.is_dir():
+        mode = out.stat().st_mode
+        what = "a device" if stat.S_ISCHR(mode) or stat.S_ISBLK(mode) else "a file, not a folder" if stat.S_ISREG(mode) else "not a folder"
+        raise AuthorsFileError(f"{named}: is {what}; give the path of a new folder as --out")
+    if out.exists() and any(out.iterdir()):
         raise AuthorsFileError(f"{out}: exists and is not an empty folder; choose another --out or remove it")
     parent = out.parent
     while not parent.exists() and not parent.is_symlink() and parent != parent.parent:

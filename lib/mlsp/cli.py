@@ -45,6 +45,15 @@ def _score(args) -> int:
     except KeyboardInterrupt:
         print(f"interrupted: the rows scored so far are in {args.output}; rerun with --resume to continue", file=sys.stderr)
         return score.EXIT_INTERRUPTED
+    except Exception as error:  # a bug, not a bad file: its own status, since 1 means "some files skipped"
+        import traceback
+
+        from mlsp.errors import first_line
+
+        traceback.print_exc()
+        print(f"error: mlsp score stopped on an unexpected error ({first_line(error)}); the rows scored so far are in {args.output}, "
+              "rerun with --resume to continue", file=sys.stderr)
+        return score.EXIT_CRASHED
     if table.empty:
         print(f"no image files found in {' '.join(args.paths)} (suffixes: {', '.join(sorted(score.IMAGE_SUFFIXES))})", file=sys.stderr)
         return score.EXIT_NONE_SCORED
@@ -109,16 +118,17 @@ def main(argv: list[str] | None = None) -> int:
         help="predict the MOS of photos with a trained model",
         description="Predict the MOS of photos: the mean of the scorer's predictions over 8 crops, one CSV row per file "
         "(path, predicted_mos, error, scored_width, scored_height, score_scale: the scorer's MOS range, e.g. 1-10 for AVA; out_of_range: true for a "
-        "prediction outside it, kept unclipped), written as each file is scored. Files that cannot "
+        "prediction outside it, kept unclipped; scorer, scorer_sha256, full_resolution: what scored it), written as each file is scored. Files that cannot "
         "be scored (unreadable, too small for the backbone, over the memory budget) get their reason in `error`.",
         epilog="exit status: 0 every file scored; 1 some files skipped (see `error`); 2 bad arguments, scorer folder or "
-        "output (nothing scored); 3 no file scored (all skipped, or no image files found); 130 interrupted (rows so far kept).",
+        "output, or another run writing the output (nothing scored); 3 no file scored (all skipped, or no image files found); 4 stopped by "
+        "an unexpected error (rows so far kept); 130 interrupted (rows so far kept).",
     )
     score.add_argument("paths", nargs="+", help="image files or folders (searched recursively for image suffixes)")
     score.add_argument("--model", required=True, help="a folder written by mlsp.score.save_scorer (the demo writes data/demo/scorer)")
     score.add_argument("--output", default="scores.csv", help="CSV to write (default scores.csv); its directory must exist")
     existing = score.add_mutually_exclusive_group()
-    existing.add_argument("--resume", action="store_true", help="continue an existing output: files scored in it are skipped, files that failed are tried again (also fine when the output does not exist yet)")
+    existing.add_argument("--resume", action="store_true", help="continue an existing output: files scored in it are skipped, files that failed are tried again (also fine when the output does not exist yet); refused when its rows were scored by another scorer or --full-resolution setting")
     existing.add_argument("--overwrite", action="store_true", help="replace an existing output (without --resume or --overwrite an existing output is refused)")
     score.add_argument("--full-resolution", action="store_true", help="score each photo at its stored size instead of bringing it to the scorer's training size range (longer side at most the max_side in scorer.json)")
     score.add_argument("--memory-budget", type=float, metavar="GB", help="memory for one batch of views in the forward pass (default 2 GB; TensorFlow and the model take about 0.7-1 GB more); a photo whose single view needs more is skipped (only happens with --full-resolution)")

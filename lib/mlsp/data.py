@@ -13,6 +13,7 @@ metadata is written. Image ids are strings throughout ("000123" and "1e5" are id
 from __future__ import annotations
 
 import codecs
+import errno
 import json
 import os
 import re
@@ -301,13 +302,31 @@ def load_rgb(path, apply_exif_orientation: bool = False, max_side: int | None = 
     return images.load_rgb(path, apply_exif_orientation=apply_exif_orientation, max_side=max_side)
 
 
+# What an OSError from stat() means for an image path, by errno (ENOENT and ENOTDIR are FILE_MISSING);
+# any other is taken as a folder on the way that may not be searched (EACCES: the file may well be there).
+_STAT_ERRNOS = {
+    errno.ENAMETOOLONG: "the file name is too long (over 255 bytes for one name, or the whole path over the system's limit); shorten it",
+    errno.ELOOP: "too many levels of symbolic links (a link that points back to itself, or a cycle of links) on its path",
+}
+
+
+def _stat_failure(error: OSError) -> str:
+    """Why stat() failed on an image path, in words (see _STAT_ERRNOS)."""
+    words = _STAT_ERRNOS.get(error.errno)
+    if words is not None:
+        return f"{error.strerror}: {words}"
+    return f"{error.strerror or error} (a folder on its path cannot be searched: check its permissions)"
+
+
 def image_info(path, verify: bool = True, min_side: int = MIN_SIDE, apply_exif_orientation: bool = False) -> tuple[int, int, str | None]:
     """(width, height, reason it is unusable or None), the size as `load_rgb` returns the pixels.
 
     Sizes come from the header; `verify` also decodes all the image data (truncated or corrupt
     files), JPEGs at a reduced scale (draft mode: every coefficient is still read, at half the cost). The
     reason is FILE_MISSING, "unreadable: <why>" (mlsp.images.ImageError's reason, which also covers
-    more than mlsp.images.MAX_PIXELS pixels) or "too small (...)". Never raises for a bad file.
+    more than mlsp.images.MAX_PIXELS pixels or mlsp.images.MAX_DECODE_BYTES; or the path's failure:
+    a name too long, a symbolic-link loop, a folder that cannot be searched) or "too small (...)".
+    Never raises for a bad file.
     """
     path = Path(path)
     try:
@@ -316,8 +335,8 @@ def image_info(path, verify: bool = True, min_side: int = MIN_SIDE, apply_exif_o
         return 0, 0, FILE_MISSING
     except ValueError as error:  # a name no file can have ("embedded null byte"); mlsp.labels refuses these first
         return 0, 0, f"unreadable: the file name cannot be a path ({error})"
-    except OSError as error:  # a folder on the way that may not be searched: the file may well be there
-        return 0, 0, f"unreadable: {error.strerror or error} (a folder on its path cannot be searched: check its permissions)"
+    except OSError as error:
+        return 0, 0, f"unreadable: {_stat_failure(error)}"
     try:
         width, height = images.read_size(path, apply_exif_orientation=apply_exif_orientation)
         if verify:
@@ -635,6 +654,39 @@ def resolve_scale(data_format: str, score_min=None, score_max=None, accuracy_thr
         raise ValueError(f"score_min/score_max differ from {data_format}'s own scale ({own.score_min:g}-{own.score_max:g}): give accuracy_threshold on your scale too")
     chosen = {name: own.as_dict()[name] if value is None else value for name, value in given.items()}
     return ScoreScale(**chosen)
+
+
+# A MOS spread over less than this share of the stated scale is most likely on another scale (KonIQ's
+# 1-5 MOS stated as 0-100: 4%); real data sets span far more (AVA's MOS 2-8 of 1-10, KonIQ's 1.1-4.3 of 1-5).
+MIN_SCALE_COVERAGE = 0.10
+
+
+def check_scale_fit(metadata: pd.DataFrame, scale: ScoreScale, source) -> None:
+    """Stop when the usable images' MOS all lie on one side of the accuracy threshold, and print one
+    line of warning when they fill less than MIN_SCALE_COVERAGE of the stated scale.
+
+    With one class empty every binary accuracy, and the majority baseline, is a trivial 100%: the
+    scale parameters do not describe the file (a MOS on 1-5 stated as 0-100 with threshold 50, as
+    when KonIQ-10k's two files are mixed up). `source`: the labels file, named in the messages.
+    Raises DataError naming accuracy_threshold, score_min/score_max and the MOS range found. Without
+    usable images it does nothing (check_sets reports that).
+    """
+    mos = pd.to_numeric(metadata["mos"], errors="coerce").dropna()
+    if mos.empty:
+        return
+    low, high = float(mos.min()), float(mos.max())
+    found = f"the {len(mos)} usable images' MOS run from {low:g} to {high:g}; score_min {scale.score_min:g}, score_max {scale.score_max:g}"
+    empty = "high" if high <= scale.accuracy_threshold else "low" if low > scale.accuracy_threshold else None
+    if empty is not None:
+        raise DataError(
+            f"{source}: accuracy_threshold {scale.accuracy_threshold:g} leaves the {empty}-quality class empty ({found}), so "
+            "every binary accuracy would be a trivial 100%. Is the scale the file's? (KonIQ-10k: MOS 1-5 in "
+            "koniq10k_scores_and_distributions.csv, 0-100 in koniq10k_distributions_sets.csv.) Set score_min, score_max "
+            "and accuracy_threshold to the file's scale"
+        )
+    coverage = (high - low) / (scale.score_max - scale.score_min)
+    if coverage < MIN_SCALE_COVERAGE:
+        print(f"warning: {source}: the MOS fill only {coverage:.1%} of the stated scale ({found}): is the scale the file's?")
 
 
 def check_sources(data_format: str, generate_embedded: bool, labels_file, images_dir) -> None:

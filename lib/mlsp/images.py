@@ -20,6 +20,11 @@ Pillow's decompression-bomb guard warns or raises from inside `Image.open`, and 
 into an error needs `warnings.catch_warnings`, which is not thread-safe (decoding runs in worker
 threads). So this module switches Pillow's guard off (`Image.MAX_IMAGE_PIXELS = None`) and checks the
 header size against `MAX_PIXELS` itself, before any pixel is decoded.
+
+Pixels alone do not bound memory: a 0.6 MB PNG of 16000x12000 flat colour passes MAX_PIXELS yet
+needs 2 GB to decode and convert, a float TIFF of the same size four times that. So `load_rgb` also
+estimates the peak memory of decoding and converting the file (`decode_bytes`, from the size and mode
+after JPEG draft mode) and refuses one over `MAX_DECODE_BYTES`, again before any pixel is decoded.
 """
 from __future__ import annotations
 
@@ -35,6 +40,11 @@ from PIL import ExifTags, Image, ImageFile, ImageOps, UnidentifiedImageError
 # (a 30000x30000 PNG of zeros is a few kB). A full decode at the limit is ~750 MB of 8-bit RGB;
 # with `max_side`, JPEGs are decoded at a fraction of that (draft mode).
 MAX_PIXELS = 250_000_000
+# Peak memory of one decode. measure_images decodes in 8 threads, so a whole data set peaks near
+# 8 GiB at worst, within an ordinary 16 GB machine. 1 GiB holds the largest camera frames as
+# stored: a 102 MP RGB file (Fujifilm GFX100) at full size is ~1.0 GB (10 bytes a pixel, below), a
+# 50 MP one half of that; with `max_side` a JPEG is decoded at a fraction of its size (draft mode).
+MAX_DECODE_BYTES = 2**30
 WHITE = (255, 255, 255)
 ORIENTATION_TAG = ExifTags.Base.Orientation
 SWAPPING_ORIENTATIONS = (5, 6, 7, 8)  # transpose, rotate 90/270, transverse: width and height swap
@@ -68,6 +78,56 @@ def check_pixels(path, size: tuple[int, int]) -> None:
             f"{pixels} pixels exceeds the limit of {MAX_PIXELS} (decompression-bomb guard; the header says "
             f"{size[0]}x{size[1]}; raise mlsp.images.MAX_PIXELS if the file is genuine)",
         )
+
+
+# Bytes a pixel takes in Pillow's own storage: every 3- and 4-channel mode (and LA, PA) takes 4.
+_STORAGE_BYTES = {"1": 1, "L": 1, "P": 1, "I;16": 2, "I;16L": 2, "I;16B": 2, "I;16N": 2}
+# What rgb_array makes of a pixel on top of the decoded image, at its peak, in bytes; peaks measured
+# with getrusage (192-250 MP PNGs and TIFFs) lie within 15% of these sums (RGB 11.2 bytes, I;16 20.1). np.array(image) goes through a bytes copy: 3 + 3 for the RGB
+# result; a convert("RGB") first adds Pillow's 4; compositing on white holds an RGBA copy, the white
+# page and the result (4 each) before the RGB convert; 16-bit grey goes through int64 (8 + 8), float
+# through float64 copies (8 each), premultiplied alpha through int16.
+_CONVERSION_BYTES = {"RGB": 6, "I;16": 18, "I;16L": 18, "I;16B": 18, "I;16N": 18, "I": 20, "F": 32, "La": 24, "RGBa": 24}
+_CONVERT_BYTES = 10  # convert("RGB"), then np.array's two copies: "1", L, P, RGBX, CMYK, YCbCr, LAB, HSV
+_COMPOSITE_BYTES = 14  # on white: its RGBA copy, the RGB convert, np.array's two copies (page and result are gone by then)
+
+
+def _transparent(image: Image.Image) -> bool:
+    """Whether rgb_array composites this image on white (its alpha, palette or tRNS transparency)."""
+    mode = image.mode
+    return mode in ("RGBA", "LA", "PA") or (mode == "P" and image.palette is not None and image.palette.mode == "RGBA") or (
+        mode in ("1", "L", "P", "RGB") and image.info.get("transparency") is not None
+    )
+
+
+def decode_bytes(image: Image.Image, transposed: bool = False) -> int:
+    """Estimated peak memory in bytes of `load_rgb` decoding an opened (not yet loaded) image at its
+    current size (after draft mode) and mode, and converting it to RGB; `transposed`: an EXIF
+    rotation's copy too."""
+    storage = _STORAGE_BYTES.get(image.mode, 4)
+    extra = _COMPOSITE_BYTES if _transparent(image) else _CONVERSION_BYTES.get(image.mode, _CONVERT_BYTES)
+    per_pixel = storage * (2 if transposed else 1) + extra
+    return int(image.size[0]) * int(image.size[1]) * per_pixel
+
+
+def check_decode_bytes(path, image: Image.Image, stored_size: tuple[int, int] | None = None, transposed: bool = False) -> None:
+    """Raise ImageError naming the file, its size, mode and the estimate when decoding it would take
+    more than MAX_DECODE_BYTES (decode_bytes). stored_size: the header's size, when draft mode
+    reduced the size that will be decoded."""
+    needed = decode_bytes(image, transposed)
+    if needed <= MAX_DECODE_BYTES:
+        return
+    width, height = image.size
+    size = f"{width}x{height} pixels"
+    if stored_size is not None and tuple(stored_size) != (width, height):
+        size = f"{stored_size[0]}x{stored_size[1]} pixels, decoded at {width}x{height}"
+    raise ImageError(
+        path,
+        f"decoding it would take about {needed / 2**30:.1f} GiB of memory ({size}, mode {image.mode}, "
+        f"{needed // (width * height)} bytes a pixel to decode and convert to RGB), over the limit of "
+        f"{MAX_DECODE_BYTES / 2**30:g} GiB (decompression-bomb guard; raise mlsp.images.MAX_DECODE_BYTES "
+        "if the file is genuine and the memory is there)",
+    )
 
 
 def _reason(error: Exception) -> str:
@@ -186,7 +246,8 @@ def load_rgb(path, apply_exif_orientation: bool = False, max_side: int | None = 
         (Pillow's draft mode), so a 24-megapixel photo is never decoded at full size.
     Raises ImageError for every failure: missing or empty file, not a regular file (a FIFO, a device,
     a socket, a directory; checked before opening, so nothing blocks), not an image, truncated or corrupt
-    data, more than MAX_PIXELS pixels, an unsupported mode. ValueError for max_side < 1.
+    data, more than MAX_PIXELS pixels, an estimated decoding peak over MAX_DECODE_BYTES (checked before
+    decoding), an unsupported mode. ValueError for max_side < 1.
     """
     if max_side is not None and (isinstance(max_side, bool) or not isinstance(max_side, numbers.Integral) or max_side < 1):
         raise ValueError(f"max_side must be a positive integer or None, got {max_side!r}")
@@ -198,6 +259,10 @@ def load_rgb(path, apply_exif_orientation: bool = False, max_side: int | None = 
             wanted = target_size(stored_size, max_side) if max_side is not None and max(stored_size) > max_side else None
             if wanted is not None:
                 image.draft(None, (wanted[0] * DRAFT_GAP, wanted[1] * DRAFT_GAP))  # no-op but for JPEG
+            # an EXIF rotation copies the decoded image; a PNG's orientation is known only after
+            # decoding (its EXIF chunk may follow the pixels), so it is counted whenever asked for
+            transposed = apply_exif_orientation and image.format != "TIFF" and (image.format != "JPEG" or _orientation(image) != 1)
+            check_decode_bytes(path, image, stored_size, transposed)  # after draft: the size that will be decoded
             image.load()
             orientation = _orientation(image) if apply_exif_orientation else 1
             if orientation != 1:  # the EXIF block parsed (and is cached), so this cannot fail on it

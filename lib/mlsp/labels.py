@@ -15,6 +15,8 @@ quotes, so a quoted column name may hold another) into the layout's required col
 does, the one giving the most columns, and the error then names the missing column. A `;`- or
 tab-separated file (a European Excel export) may write its numbers with decimal commas: there a
 comma cannot separate fields. A comma-separated file may not ("1,500" may be a thousands separator).
+A first line `sep=X` (which Excel writes in some exports) declares the separator X; UTF-8 byte-order
+marks at the start are dropped, repeated ones too.
 
 Image names are relative to images_dir and stay inside it: an absolute name, one that leads out
 through ".." ("../a.jpg", "sub/../../a.jpg", "..\\a.jpg") or names images_dir itself, and one
@@ -22,7 +24,8 @@ holding a control character (a NUL byte, a CR or tab inside a quoted field) are 
 symbolic link inside images_dir may point anywhere (people link big image folders in): the name,
 not the file it resolves to, is what must stay inside. Names are normalised ("sub/../a.jpg" is
 "a.jpg", "\\" is "/", a name in Unicode NFC finds its file saved in NFD), so differently written
-duplicates are found.
+duplicates are found; read_labelled also compares the files themselves (device and inode), so one
+image reached under two names (a linked folder, a hard link) is a duplicate too.
 
 Votes must agree with the rest of their row: not all zero; summing to c_total where both are given
 (KonIQ's fractions after their conversion to counts); and, where the MOS scale is 1 to K for votes of
@@ -47,6 +50,7 @@ from __future__ import annotations
 import codecs
 import csv
 import io
+import math
 import os
 import posixpath
 import re
@@ -79,6 +83,9 @@ FRACTION_TOLERANCE = 1e-3
 # decimals, people round to two or one: one decimal is off by up to 0.05. A wider gap is another
 # image's row, or a MOS made otherwise (e.g. after dropping raters), and is worth a look.
 MOS_TOLERANCE = 0.05
+# The most votes one score of one image may have (and c_total): far above any rating study (AVA's
+# images have ~200 votes, KonIQ's ~120), and far inside int64 when K of them are summed and weighted.
+MAX_VOTES = 10**9
 # Separators a labels file may use, the first preferred when two read the header equally well.
 DELIMITERS = (",", ";", "\t")
 # Neither a file name nor typed by anyone: a NUL byte, or a CR, LF or tab inside a quoted field.
@@ -126,7 +133,8 @@ class Columns:
 
 
 def _text(path: Path) -> str:
-    """The file's text. A UTF-8 byte-order mark is dropped. Raises ValueError naming the file (and the
+    """The file's text. UTF-8 byte-order marks at its start are dropped, also repeated ones (a file
+    saved "with BOM" by a tool that kept the one it read). Raises ValueError naming the file (and the
     line and column where it can) for UTF-16/32 or non-UTF-8 text."""
     content = path.read_bytes()
     for mark, encoding in data._WIDE_BYTE_ORDER_MARKS:
@@ -141,7 +149,20 @@ def _text(path: Path) -> str:
             f"{path}, line {line}, column {error.start - line_start + 1}: not UTF-8 text "
             f"(byte 0x{content[error.start]:02x}); save the file as UTF-8"
         ) from None
-    return text
+    return text.lstrip("\ufeff")
+
+
+# Excel's declaration of the separator, alone on the first line ("sep=;"); some tools quote it.
+SEPARATOR_LINE = re.compile(r'"?sep=([^\r\n"])"?[ \t]*(\r\n|\r|\n|$)', re.IGNORECASE)
+
+
+def _declared_separator(text: str) -> tuple[str, str | None]:
+    """(the text, the separator its first line declares): Excel's "sep=X" line, which some of its
+    exports write. The line is blanked, not removed, so later lines keep their numbers."""
+    match = SEPARATOR_LINE.match(text)
+    if match is None:
+        return text, None
+    return match.group(2) + text[match.end():], match.group(1)
 
 
 def _delimiter(text: str, data_format: str) -> str:
@@ -208,13 +229,33 @@ def _find_columns(path: Path, line: int, header: list[str], data_format: str) ->
     )
 
 
-def _number(text: str, decimal_comma: bool = False) -> float | None:
+def _parse(text: str, decimal_comma: bool = False) -> float | None:
     text = text.strip()
     if NUMBER.fullmatch(text):
         return float(text)
     if decimal_comma and DECIMAL_COMMA_NUMBER.fullmatch(text):
         return float(text.replace(",", "."))
     return None
+
+
+def _number(text: str, decimal_comma: bool = False) -> float | None:
+    """The number a field holds, or None; also None for one beyond floating point ("1e400" reads as
+    infinity, which no score, spread or count is)."""
+    value = _parse(text, decimal_comma)
+    return value if value is not None and math.isfinite(value) else None
+
+
+def _too_large(text: str, decimal_comma: bool = False) -> str:
+    """A hint for a field written as a number that is no finite one ("1e400"); "" otherwise."""
+    value = _parse(text, decimal_comma)
+    return " (too large: beyond floating-point numbers)" if value is not None and not math.isfinite(value) else ""
+
+
+def _count_problem(value: float | None) -> str:
+    """Why a parsed vote count or c_total is not one ("" when it is), see MAX_VOTES."""
+    if value is None or value < 0 or value != int(value):
+        return ""
+    return f" (over the maximum of {MAX_VOTES:,} votes)" if value > MAX_VOTES else ""
 
 
 def _image_name(text: str) -> tuple[str | None, str | None]:
@@ -259,7 +300,11 @@ def _votes(fields: list[str], columns: Columns, fractions_allowed: bool, decimal
     if not columns.votes:
         return None, []
     values = [_number(fields[index], decimal_comma) for index in columns.votes]
-    bad = [f"{columns.name(index)}: {fields[index].strip()!r} is not a number of votes" for index, value in zip(columns.votes, values) if value is None or value < 0]
+    bad = [
+        f"{columns.name(index)}: {fields[index].strip()!r} is not a number of votes{_too_large(fields[index], decimal_comma) if value is None else _count_problem(value)}"
+        for index, value in zip(columns.votes, values)
+        if value is None or value < 0 or value > MAX_VOTES
+    ]
     if bad:
         return None, bad
     if all(value == int(value) for value in values):
@@ -268,7 +313,7 @@ def _votes(fields: list[str], columns: Columns, fractions_allowed: bool, decimal
     if not (fractions_allowed and columns.total is not None):
         return None, [f"{where}: {', '.join(fields[index].strip() for index in columns.votes)} are not whole vote counts"]
     total = _number(fields[columns.total], decimal_comma)
-    if total is not None and abs(sum(values) - 1) <= FRACTION_TOLERANCE:
+    if total is not None and 0 <= total <= MAX_VOTES and abs(sum(values) - 1) <= FRACTION_TOLERANCE:
         return [int(round(value * total)) for value in values], []  # KonIQ's sets file: fractions of c_total
     return None, [f"{where}: neither whole vote counts nor fractions of {columns.names[columns.total]} summing to 1 (they sum to {sum(values):.4g})"]
 
@@ -313,7 +358,8 @@ def read_labels(path, data_format: str, scale: ScoreScale) -> tuple[pd.DataFrame
     with another number of fields than the header (trailing unnamed columns may be left out); an
     image name that is empty, absolute, leads out of the images folder ("../a.jpg"), names the
     folder itself or holds a control character; a MOS that is not a number or lies outside
-    [score_min, score_max]; bad votes (not whole non-negative counts or KonIQ's fractions); votes
+    [score_min, score_max]; a number beyond floating point ("1e400") in any numeric column; bad votes
+    (not whole non-negative counts up to MAX_VOTES, or KonIQ's fractions); a c_total over MAX_VOTES; votes
     that are all zero, do not sum to c_total, or whose mean disagrees with the MOS (on a 1..K scale,
     see the module docstring); an unknown set name; a repeated image (the first row is kept; names
     are compared normalised).
@@ -332,7 +378,8 @@ def read_labels(path, data_format: str, scale: ScoreScale) -> tuple[pd.DataFrame
         text = _text(path)
     except PermissionError as error:  # the file, or a folder on its path, that this user may not read
         raise PermissionError(f"{path}: labels_file cannot be read ({error.strerror}); check its permissions and its folder's") from None
-    delimiter = _delimiter(text, data_format)
+    text, declared = _declared_separator(text)
+    delimiter = declared or _delimiter(text, data_format)
     decimal_comma = delimiter != ","
     records = _records(path, text, delimiter)
     try:
@@ -353,7 +400,8 @@ def read_labels(path, data_format: str, scale: ScoreScale) -> tuple[pd.DataFrame
                 reasons.append(f"{columns.name(columns.image)}: {why}")
             mos = _number(fields[columns.mos], decimal_comma)
             if mos is None:
-                hint = " (decimal commas are read only in ;- or tab-separated files)" if DECIMAL_COMMA_NUMBER.fullmatch(fields[columns.mos].strip()) else ""
+                written = fields[columns.mos].strip()
+                hint = _too_large(written, decimal_comma) or (" (decimal commas are read only in ;- or tab-separated files)" if DECIMAL_COMMA_NUMBER.fullmatch(written) else "")
                 reasons.append(f"{columns.name(columns.mos)}: {fields[columns.mos].strip()!r} is not a number{hint}")
             elif scale.score_min <= mos <= scale.score_max:
                 inside += 1
@@ -366,12 +414,13 @@ def read_labels(path, data_format: str, scale: ScoreScale) -> tuple[pd.DataFrame
             if columns.std is not None:
                 std = _number(fields[columns.std], decimal_comma)
                 if std is None or std < 0:
-                    reasons.append(f"{columns.name(columns.std)}: {fields[columns.std].strip()!r} is not a standard deviation")
+                    reasons.append(f"{columns.name(columns.std)}: {fields[columns.std].strip()!r} is not a standard deviation{_too_large(fields[columns.std], decimal_comma) if std is None else ''}")
             total = None
             if columns.total is not None:
                 total = _number(fields[columns.total], decimal_comma)
-                if total is None or total < 0 or total != int(total):
-                    reasons.append(f"{columns.name(columns.total)}: {fields[columns.total].strip()!r} is not a whole number of votes")
+                if total is None or total < 0 or total != int(total) or total > MAX_VOTES:
+                    why = _too_large(fields[columns.total], decimal_comma) if total is None else _count_problem(total)
+                    reasons.append(f"{columns.name(columns.total)}: {fields[columns.total].strip()!r} is not a whole number of votes{why}")
                     total = None
             if votes is not None:
                 in_scale = mos if mos is not None and scale.score_min <= mos <= scale.score_max else None
@@ -397,6 +446,7 @@ def read_labels(path, data_format: str, scale: ScoreScale) -> tuple[pd.DataFrame
     table = _table(rows, len(columns.votes))
     # assign_sets must know of the column even when no row survives to show it
     table.attrs["set_column"] = None if columns.set is None else columns.names[columns.set]
+    table.attrs["image_column"] = columns.name(columns.image)  # for read_labelled's messages
     return table, problems
 
 
@@ -416,6 +466,38 @@ def _image_file(images_dir: Path, image_id: str) -> Path:
         if os.path.lexists(other):
             return other
     return path
+
+
+def _drop_same_files(table: pd.DataFrame, files: list[Path], labels_name: str, problems: list[Problem]) -> tuple[pd.DataFrame, list[Path]]:
+    """The rows whose file is not one an earlier row already names, and their files. Names are
+    compared in read_labels; here the files themselves (device and inode, links followed), as a
+    symbolic link to a folder or a file, or a hard link, gives one image a second name, and it could
+    land in train and test with two MOS. Each later row becomes a LABELS_ROW problem (in `problems`,
+    kept in line order) naming the first row's line and both names. A file that cannot be
+    stat()ed is left to measure_images, which says why."""
+    first, keep = {}, []
+    column = table.attrs.get("image_column", "column 'image'")
+    for position, (path, line, image_id) in enumerate(zip(files, table["line"], table["image_id"])):
+        try:
+            found = os.stat(path)
+        except (OSError, ValueError):
+            keep.append(position)
+            continue
+        identity = (found.st_dev, found.st_ino)
+        if identity in first:
+            first_line, first_id = first[identity]
+            reason = f"{column}: duplicate image: {image_id!r} is the same file as {first_id!r} at line {first_line} (a symbolic or hard link; the first row is kept)"
+            problems.append(Problem(labels_name, int(line), image_id, reason, LABELS_ROW))
+            continue
+        first[identity] = (int(line), image_id)
+        keep.append(position)
+    if len(keep) == len(files):
+        return table, files
+    problems.sort(key=lambda problem: (problem.line is None, problem.line or 0))
+    attrs = dict(table.attrs)
+    kept = table.iloc[keep].reset_index(drop=True)
+    kept.attrs.update(attrs)
+    return kept, [files[position] for position in keep]
 
 
 def _table(rows: list[dict], n_levels: int) -> pd.DataFrame:
@@ -521,7 +603,9 @@ def read_labelled(
     how the sets were chosen (assign_sets).
     Raises EmptySetError before any image is read when a set would be empty, and DataError (with
     the problems) when more than a quarter of the rows are rejected or images_dir cannot be listed; a set
-    emptied by unusable images is data.check_sets' business. Also FileNotFoundError for a missing
+    emptied by unusable images is data.check_sets' business; DataError also when the usable images'
+    MOS all lie on one side of the scale's accuracy_threshold (data.check_scale_fit, which also warns
+    when they fill under a tenth of the scale). Also FileNotFoundError for a missing
     labels file or images folder, and ValueError (read_labels, assign_sets).
     """
     labels_file, images_dir = resolve(labels_file), resolve(images_dir)
@@ -529,11 +613,17 @@ def read_labelled(
     if not images_dir.is_dir():
         raise FileNotFoundError(f"{images_dir}: images_dir not found" + (" (it is a file)" if images_dir.exists() else ""))
     table, problems = read_labels(labels_file, data_format, scale)
+    files = [_image_file(images_dir, image_id) for image_id in table["image_id"]]
+    table, files = _drop_same_files(table, files, labels_file.name, problems)  # before the split: one image, one set
     table["set"], how = assign_sets(table, seed, test_fraction, validation_fraction)
     data.check_rejected_share(labels_file, len(table), problems, LABELS_ROW, f"{data_format}: {LAYOUT_SUMMARIES[data_format]}")  # before the split: it says why a set may be empty
     check_split(table["set"], how, labels_file.name, problems, test_fraction, validation_fraction)
     vote_columns = [column for column in table.columns if column.startswith("votes_")]
     columns = ["image_id", *vote_columns, "n_votes", "mos", "mos_std", "width", "height", "set", "path"]
-    files = [_image_file(images_dir, image_id) for image_id in table["image_id"]]
     metadata, unreadable = data.measure_images(table, files, columns, verify_images, min_side, workers, progress, apply_exif_orientation)
+    try:
+        data.check_scale_fit(metadata, scale, labels_file)
+    except data.DataError as error:  # with the rows rejected so far, which the notebook saves
+        error.problems = list(problems)
+        raise
     return metadata, unreadable, problems, how

@@ -10,10 +10,20 @@ the 8 views then go through the network in batches sized to a memory budget. A p
 scored (decode error, too small for the backbone, one view above the budget, a failed forward pass)
 gets its reason in the `error` column; the run goes on. A prediction outside the scorer's score
 scale (a linear head is unbounded) is kept as it is and flagged in the `out_of_range` column.
+
+Paths are written absolute, as text: a file name that is not valid UTF-8 (b'caf\\xe9.jpg' from a
+Latin-1 zip) has each undecodable byte written as a backslash escape (`caf\\xe9.jpg`), so the CSV stays
+UTF-8 and `--resume` recognises the file by the same escaped form (`path_text`). Every row records the
+scorer that made it (`scorer`, `scorer_sha256`) and `full_resolution`; `--resume` refuses an output
+whose rows another scorer or setting made. One run at a time may write an output: it holds an
+exclusive lock on `<output>.lock` for the whole run.
 """
 from __future__ import annotations
 
 import csv
+import errno
+import fcntl
+import hashlib
 import json
 import math
 import os
@@ -40,7 +50,7 @@ def _openable_suffixes() -> frozenset[str]:
 
 
 IMAGE_SUFFIXES = _openable_suffixes()
-COLUMNS = ["path", "predicted_mos", "error", "scored_width", "scored_height", "score_scale", "out_of_range"]
+COLUMNS = ["path", "predicted_mos", "error", "scored_width", "scored_height", "score_scale", "out_of_range", "scorer", "scorer_sha256", "full_resolution"]
 VIEWS = 8
 
 # A scorer.json written before `max_side` was recorded: every scorer the kit trained until then was
@@ -63,7 +73,15 @@ EXIT_ALL_SCORED = 0
 EXIT_SOME_SKIPPED = 1
 EXIT_USAGE = 2
 EXIT_NONE_SCORED = 3
+EXIT_CRASHED = 4  # an unexpected error stopped the run (a bug): rows written so far are kept
 EXIT_INTERRUPTED = 130
+
+# Folders and files other systems write beside photos, never photos themselves: macOS (AppleDouble
+# "._x.jpg" resource forks, __MACOSX/ of its zips, .DS_Store, Spotlight and Trash folders), Synology
+# (@eaDir/ thumbnails named like photos) and Windows (Thumbs.db, desktop.ini). A folder scan skips
+# them; a file named on the command line is scored whatever its name.
+SYSTEM_FOLDERS = frozenset({"__MACOSX", "@eaDir", ".AppleDouble", ".Spotlight-V100", ".Trashes", ".fseventsd"})
+SYSTEM_FILES = frozenset({".ds_store", "thumbs.db", "ehthumbs.db", "desktop.ini"})  # compared lower-case
 
 
 class ScoringError(ValueError):
@@ -233,20 +251,82 @@ def load_scorer(model_dir, cache_dir=None) -> Scorer:
     return Scorer(model_dir, backbone, head, config["kind"], max_side, min_side, forward, config["views"], scale)
 
 
-def collect(paths) -> list[Path]:
-    """Image files under the given files and folders (folders: by the suffixes of the formats Pillow
-    opens, recursively, sorted), each once, in the order given. A named file is kept whatever its
-    suffix (or if missing), and so is a broken symbolic link found in a folder, so that its problem
-    is reported rather than silently dropped."""
-    found, seen = [], set()
+def is_system_file(name: str) -> bool:
+    """Whether a file name is one of the metadata files other systems leave beside photos
+    (AppleDouble "._x.jpg", .DS_Store, Thumbs.db, ...; see SYSTEM_FILES)."""
+    return name.startswith("._") or name.lower() in SYSTEM_FILES
+
+
+def scan(paths) -> tuple[list[Path], list[Path]]:
+    """(image files, files passed over for their suffix) under the given files and folders.
+
+    Folders are searched recursively, following links to folders (each real folder is read once, so
+    a link cycle ends), for the suffixes of the formats Pillow opens; their files are sorted. The
+    folders and files of SYSTEM_FOLDERS / is_system_file are skipped, and not counted. A named file is
+    kept whatever its name or suffix (or if missing), and so is a broken symbolic link found in a
+    folder, so that its problem is reported rather than silently dropped. Each file once, in the
+    order given."""
+    found, passed_over, seen = [], [], set()
     for path in map(Path, paths):
-        members = sorted(p for p in path.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and not p.is_dir()) if path.is_dir() else [path]
+        if path.is_dir():
+            members, others = _folder_files(path)
+            passed_over.extend(others)
+        else:
+            members = [path]
         for member in members:
             key = os.path.abspath(member)
             if key not in seen:
                 seen.add(key)
                 found.append(member)
-    return found
+    return found, passed_over
+
+
+def collect(paths) -> list[Path]:
+    """Image files under the given files and folders (see scan)."""
+    return scan(paths)[0]
+
+
+def _folder_files(folder: Path) -> tuple[list[Path], list[Path]]:
+    images_found, others, visited = [], [], set()
+    # Path.rglob does not follow links to folders (Python < 3.13), though a linked image folder is
+    # how notebook 00 lets photos live elsewhere; os.walk does, and the real paths end link cycles.
+    for here, folders, files in os.walk(folder, followlinks=True):
+        real = os.path.realpath(here)
+        if real in visited:
+            folders[:] = []
+            continue
+        visited.add(real)
+        folders[:] = sorted(name for name in folders if name not in SYSTEM_FOLDERS)
+        for name in files:
+            if is_system_file(name):
+                continue
+            member = Path(here, name)
+            (images_found if member.suffix.lower() in IMAGE_SUFFIXES else others).append(member)
+    return sorted(images_found), sorted(others)
+
+
+def path_text(path) -> str:
+    """A path as the output's `path` column writes it: absolute, with each byte of the file name
+    that is not valid UTF-8 written as a backslash escape (b'caf\\xe9.jpg' -> 'caf\\xe9.jpg'), so the
+    CSV stays UTF-8 and a resume finds the same file by the same text."""
+    return os.fsencode(os.path.abspath(path)).decode("utf-8", "backslashreplace")
+
+
+def scorer_identity(model_dir) -> dict:
+    """What the output's `scorer` and `scorer_sha256` columns record of a scorer folder: its absolute
+    path and the first 16 hex digits of the sha256 of its scorer.json and head.keras (a moved or
+    copied scorer keeps its hash; a retrained head does not). Raises ScoringError naming a missing
+    or unreadable file."""
+    digest = hashlib.sha256()
+    for name in ("scorer.json", "head.keras"):
+        file = Path(model_dir) / name
+        try:
+            with open(file, "rb") as handle:
+                for block in iter(lambda: handle.read(1 << 20), b""):
+                    digest.update(block)
+        except OSError as error:
+            raise ScoringError(f"{file}: cannot be read ({error.strerror or error}), so {model_dir} is not a complete scorer folder") from None
+    return {"scorer": path_text(model_dir), "scorer_sha256": digest.hexdigest()[:16]}
 
 
 def scoring_side(size: tuple[int, int], max_side: int, min_side: int) -> int | None:
@@ -322,7 +402,7 @@ def score_image(scorer: Scorer, image: np.ndarray, memory_budget_bytes: float) -
 def score_file(scorer: Scorer, path: Path, full_resolution: bool, memory_budget_bytes: float) -> dict:
     """One output row for one file: its score and scored size, or its error (never raises for a bad file)."""
     # absolute: a resume from another working directory must not take one file for another
-    row = {"path": os.path.abspath(path), "predicted_mos": np.nan, "error": "", "scored_width": np.nan, "scored_height": np.nan,
+    row = {"path": path_text(path), "predicted_mos": np.nan, "error": "", "scored_width": np.nan, "scored_height": np.nan,
            "score_scale": scale_text(scorer.score_scale), "out_of_range": None}
     try:
         size = images.read_size(path, apply_exif_orientation=True)
@@ -347,15 +427,22 @@ class ScoresFile:
     """The output CSV, opened before any scoring; each row is appended and flushed as it comes.
 
     resume: keep the rows already scored (their paths are skipped), drop the rows that failed (those
-    files are tried again); overwrite: start afresh. Neither: an existing file is refused.
+    files are tried again); overwrite: start afresh. Neither: an existing file is refused. A symbolic
+    link as the output is followed: its target is written, the link kept. The run holds an exclusive
+    lock on `<output>.lock` (flock: the system releases it when the process ends, however it ends)
+    until close(), which removes it. identity: the `scorer`, `scorer_sha256` and `full_resolution`
+    of this run's rows (scorer_identity); a resumed output whose scored rows another scorer or
+    setting made is refused, and rows that record none (older outputs) are kept with a warning.
     Raises ScoringError naming the path (missing directory, a directory, not writable, exists, not a
-    scores CSV).
+    scores CSV, another run writing it, rows of another scorer).
     """
 
-    def __init__(self, path, resume: bool = False, overwrite: bool = False):
+    def __init__(self, path, resume: bool = False, overwrite: bool = False, identity: dict | None = None):
         if resume and overwrite:
             raise ScoringError("--resume and --overwrite exclude each other")
-        self.path = Path(path)
+        # the link's target is what the user means by the output; os.replace on the link would swap
+        # the link itself for a regular file and leave the target stale
+        self.path = Path(os.path.realpath(path)) if os.path.islink(path) else Path(path)
         self.done: dict[str, dict] = {}
         self.created = not self.path.exists()
         if self.path.is_dir():
@@ -365,8 +452,53 @@ class ScoresFile:
         if self.path.exists() and not (resume or overwrite):
             raise ScoringError(f"{self.path}: exists; pass --resume to continue it (files scored in it are skipped) or --overwrite to replace it")
         self.kept: list[dict] = []  # rows of an older output with relative paths: kept, not trusted as done
-        if resume and self.path.exists():
-            self.done, self.kept = read_scored_rows(self.path)
+        self.lock_path = self.path.with_name(f"{self.path.name}.lock")
+        self.lock = self._take_lock()
+        try:
+            if resume and self.path.exists():
+                self.done, self.kept = read_scored_rows(self.path)
+                if identity is not None:
+                    check_identity(self.path, self.done.values(), identity)
+            self._open(resume)
+        except BaseException:
+            self._release_lock()
+            raise
+        self.writer = csv.DictWriter(self.handle, COLUMNS)
+        self.rows_written = 0
+
+    def _take_lock(self) -> int:
+        while True:
+            try:
+                descriptor = os.open(self.lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+            except OSError as error:
+                raise ScoringError(f"{self.path}: cannot write the scores ({error.strerror or error} for the lock file {self.lock_path})") from None
+            try:
+                fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError as error:
+                os.close(descriptor)
+                if error.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+                    raise ScoringError(
+                        f"{self.path}: another `mlsp score` is writing it (it holds {self.lock_path}); wait for it to end or choose another --output"
+                    ) from None
+                raise ScoringError(f"{self.path}: cannot lock {self.lock_path} ({error.strerror or error})") from None
+            # the run that held the lock may have removed the file between our open and flock: a lock
+            # on that unlinked file would exclude nobody, so lock the file the name gives now
+            try:
+                current = os.path.samestat(os.fstat(descriptor), os.stat(self.lock_path))
+            except FileNotFoundError:
+                current = False
+            if current:
+                return descriptor
+            os.close(descriptor)
+
+    def _release_lock(self) -> None:
+        if self.lock is None:
+            return
+        self.lock_path.unlink(missing_ok=True)  # while still held, so no run locks a file about to go
+        os.close(self.lock)
+        self.lock = None
+
+    def _open(self, resume: bool) -> None:
         try:
             if resume:  # rewritten without its failed rows, so a retried file ends with one row
                 temporary = self.path.with_name(f".{self.path.name}.resume")
@@ -382,34 +514,83 @@ class ScoresFile:
                 self.handle.flush()
         except OSError as error:
             raise ScoringError(f"{self.path}: cannot write the scores ({error.strerror or error})") from None
-        self.writer = csv.DictWriter(self.handle, COLUMNS)
-        self.rows_written = 0
+        self.written = os.fstat(self.handle.fileno())
 
     def is_done(self, path) -> bool:
-        return os.path.abspath(path) in self.done
+        return path_text(path) in self.done
 
     def append(self, row: dict) -> None:
         self.writer.writerow(_formatted(row))
         self.handle.flush()
         self.rows_written += 1
 
+    def still_named(self) -> bool:
+        """Whether the output path still names the file this run writes (another program may have
+        replaced or removed it; rows appended since then are in a file nobody can open)."""
+        try:
+            return os.path.samestat(self.written, os.stat(self.path))
+        except OSError:
+            return False
+
     def close(self) -> None:
-        """Close; a file this run created and wrote no row to is removed (a run that found nothing
-        to score, or stopped before its first row, leaves nothing that a rerun must --overwrite)."""
-        self.handle.close()
-        if self.created and self.rows_written == 0 and not self.done and not self.kept:
-            self.path.unlink(missing_ok=True)
+        """Close and release the lock; a file this run created and wrote no row to is removed (a run
+        that found nothing to score, or stopped before its first row, leaves nothing that a rerun
+        must --overwrite). Warns on stderr when the output path no longer names the file written."""
+        try:
+            self.handle.close()
+            named = self.still_named()
+            if not named:
+                print(
+                    f"warning: {self.path} is no longer the file this run wrote (another program replaced or removed it while scoring); "
+                    f"the {self.rows_written} rows written this run may be lost: rerun with --resume",
+                    file=sys.stderr,
+                )
+            elif self.created and self.rows_written == 0 and not self.done and not self.kept:
+                self.path.unlink(missing_ok=True)
+        finally:
+            self._release_lock()
+
+
+def check_identity(path, rows, identity: dict) -> None:
+    """Refuse (ScoringError naming both scorers) when a scored row of the output at `path` was made
+    by another scorer (scorer_sha256) or another full_resolution than `identity`; warn on stderr,
+    one line, when some rows record none (written before the columns existed)."""
+    unknown = 0
+    for row in rows:
+        if not row.get("scorer_sha256") or row.get("full_resolution") is None:
+            unknown += 1
+            continue
+        if (row["scorer_sha256"], row["full_resolution"]) != (identity["scorer_sha256"], identity["full_resolution"]):
+            raise ScoringError(
+                f"{path}: its rows were scored by {_describe(row)}, this run would score with {_describe(identity)}; "
+                "choose another --output, or --overwrite to score every file again"
+            )
+    if unknown:
+        print(
+            f"warning: {path}: {unknown} scored rows record no scorer (written before the kit recorded it); they are kept, "
+            f"taken to be by {identity['scorer']}",
+            file=sys.stderr,
+        )
+
+
+def _describe(identity) -> str:
+    resolution = "--full-resolution" if identity["full_resolution"] else "brought to max_side"
+    return f"{identity.get('scorer') or 'an unnamed scorer'} (sha256 {identity['scorer_sha256']}, {resolution})"
 
 
 def _formatted(row: dict) -> dict:
     def number(value, pattern):
         return "" if value is None or (isinstance(value, float) and math.isnan(value)) else pattern.format(value)
 
+    def flag(value):
+        return {True: "true", False: "false"}.get(value, "")  # empty: not scored, or unknown
+
     return {
         "path": row["path"], "predicted_mos": number(row["predicted_mos"], "{:.4f}"), "error": row["error"] or "",
         "scored_width": number(row["scored_width"], "{:d}"), "scored_height": number(row["scored_height"], "{:d}"),
         "score_scale": row.get("score_scale") or "",  # rows of an output written before the column existed: unknown
-        "out_of_range": {True: "true", False: "false"}.get(row.get("out_of_range"), ""),  # empty: not scored, or unknown
+        "out_of_range": flag(row.get("out_of_range")),
+        "scorer": row.get("scorer") or "", "scorer_sha256": row.get("scorer_sha256") or "", "full_resolution": flag(row.get("full_resolution")),
     }
 
 
@@ -435,7 +616,9 @@ def read_scored_rows(path) -> tuple[dict[str, dict], list[dict]]:
                 if row.get("path") and math.isfinite(score) and not row.get("error"):
                     size = [_integer_or_nan(row.get(key)) for key in ("scored_width", "scored_height")]
                     kept = {"path": row["path"], "predicted_mos": score, "error": "", "scored_width": size[0], "scored_height": size[1],
-                            "score_scale": row.get("score_scale") or "", "out_of_range": _flag(row.get("out_of_range"))}
+                            "score_scale": row.get("score_scale") or "", "out_of_range": _flag(row.get("out_of_range")),
+                            "scorer": row.get("scorer") or "", "scorer_sha256": row.get("scorer_sha256") or "",
+                            "full_resolution": _flag(row.get("full_resolution"))}
                     if os.path.isabs(row["path"]):
                         done[row["path"]] = kept
                     else:
@@ -470,31 +653,38 @@ def score_paths(
 ) -> pd.DataFrame:
     """Score every image file under `paths` with the scorer in `model_dir`.
 
-    Returns one row per file found (columns COLUMNS; predicted_mos NaN and `error` set for a file
-    that could not be scored; scored_width/height: the size the photo was scored at; out_of_range:
-    True for a prediction outside the scorer's score scale, kept unclipped, None when not scored or
-    unknown), rows taken over from the output by `resume` included; `attrs["already_scored"]` counts
+    Returns one row per file found (columns COLUMNS; path: path_text, absolute with undecodable
+    bytes escaped; predicted_mos NaN and `error` set for a file that could not be scored;
+    scored_width/height: the size the photo was scored at; out_of_range: True for a prediction
+    outside the scorer's score scale, kept unclipped, None when not scored or unknown; scorer,
+    scorer_sha256: scorer_identity; full_resolution: the setting), rows taken over from the output by `resume` included; `attrs["already_scored"]` counts
     those, `attrs["out_of_range"]` the flagged rows (a warning line on stderr says how many, if any).
     output: CSV path, checked and opened before the model is loaded, each row flushed when scored;
     an interrupted run (KeyboardInterrupt propagates) keeps every row written.
     full_resolution: score at the stored size instead of bringing the photo to at most the
     scorer's max_side. memory_budget_gb: memory (GB, 1e9 bytes) for one batch of views; None:
-    DEFAULT_MEMORY_BUDGET_GB. Raises ScoringError (scorer folder, output file, budget) before any scoring.
+    DEFAULT_MEMORY_BUDGET_GB. Files in the folders passed over for their suffix are counted in one
+    note on stderr. Raises ScoringError (scorer folder, output file, budget, another run writing the
+    output, a resumed output scored by another scorer or full_resolution) before any scoring.
     """
     memory_budget_gb = DEFAULT_MEMORY_BUDGET_GB if memory_budget_gb is None else memory_budget_gb
     if not (memory_budget_gb > 0 and math.isfinite(memory_budget_gb)):
         raise ScoringError(f"--memory-budget must be a positive number of GB, got {memory_budget_gb}")
     config = read_config(model_dir)  # a wrong folder is reported before the output is touched
-    files = collect(paths)
-    if output is not None and os.path.abspath(output) in {os.path.abspath(path) for path in files}:
+    identity = {**scorer_identity(model_dir), "full_resolution": bool(full_resolution)}
+    files, passed_over = scan(paths)
+    if passed_over:
+        print(f"note: {len(passed_over)} file{'s' if len(passed_over) > 1 else ''} in the folders skipped for their suffix (not an image type Pillow opens); first: {path_text(passed_over[0])}",
+              file=sys.stderr)
+    if output is not None and os.path.realpath(output) in {os.path.realpath(path) for path in files}:
         raise ScoringError(f"{output}: is one of the files to score; choose another --output")
-    scores_file = ScoresFile(output, resume=resume, overwrite=overwrite) if output is not None else None
+    scores_file = ScoresFile(output, resume=resume, overwrite=overwrite, identity=identity) if output is not None else None
     try:
         rows, already = [], 0
         pending = []
         for path in files:
             if scores_file is not None and scores_file.is_done(path):
-                rows.append(scores_file.done[os.path.abspath(path)])
+                rows.append(scores_file.done[path_text(path)])
                 already += 1
             else:
                 pending.append(path)
@@ -506,11 +696,11 @@ def score_paths(
 
                 iterator, report = tqdm(pending, desc="scoring", unit="img"), tqdm.write  # lines above the bar, not through it
             for path in iterator:
-                row = score_file(scorer, path, full_resolution, memory_budget_gb * 1e9)
+                row = {**score_file(scorer, path, full_resolution, memory_budget_gb * 1e9), **identity}
                 if scores_file is not None:
                     scores_file.append(row)
                 if row["error"]:
-                    report(f"skipped {path}: {row['error']}", file=sys.stderr)
+                    report(f"skipped {os.fsencode(path).decode('utf-8', 'backslashreplace')}: {row['error']}", file=sys.stderr)
                 rows.append(row)
     finally:
         if scores_file is not None:
