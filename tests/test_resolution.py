@@ -21,3 +21,18 @@ def test_baseline_metrics_come_with_intervals_and_a_table_beside_the_paper():
     table = resolution.summary_table(outcome, paper.RESOLUTION).set_index("metric")
     assert table.loc["network_accuracy", "paper (AVA)"] == 72.40 and np.isnan(table.loc["majority_accuracy", "low"])
     assert table.loc["pixels_mos_srcc", "high"] == summary["pixels_mos_srcc_high"]
+
+
+def test_a_network_that_learns_nothing_predicts_the_majority_not_the_minority():
+    """Sizes that say nothing about quality (independent of the MOS), one step per epoch: the network
+    can do no better than the majority class, and must not do worse by keeping its first weights."""
+    rng = np.random.default_rng(1)
+    n = 120
+    metadata = pd.DataFrame({"image_id": [str(i) for i in range(n)], "width": rng.integers(200, 800, size=n), "height": rng.integers(200, 800, size=n),
+                             "mos": np.where(rng.random(n) < 0.7, 6.5, 3.5)})  # 70% high, whatever the size
+    split = experiments.Split(metadata, np.arange(90), np.arange(90, 100), np.arange(100, n))
+    outcome = resolution.run(split, seed=0, epochs=3)
+    assert outcome["network_accuracy"] == outcome["majority_accuracy"]
+    model = resolution.resolution_network()
+    resolution.start_at_prior(model, np.array([1, 1, 1, 0]))
+    np.testing.assert_allclose(model.get_layer("low_high").get_weights()[1], np.log([0.25, 0.75]), rtol=1e-6)

@@ -3,6 +3,7 @@ bad files reported and skipped."""
 import csv
 import dataclasses
 import json
+import errno
 import os
 import subprocess
 import sys
@@ -726,3 +727,50 @@ def test_metadata_of_other_systems_is_not_scored_and_other_suffixes_are_counted(
     assert notes == [f"note: 2 files in the folders skipped for their suffix (not an image type Pillow opens); first: {photos / 'notes.txt'}"]
     named = score.score_paths([photos / "._a.png"], scorer, progress=False)  # named on the command line: still tried
     assert len(named) == 1 and named["error"].iloc[0] != ""
+
+
+def test_an_escaped_name_and_a_name_with_a_literal_backslash_stay_two_files(scorer, cached_loading, tmp_path):
+    """b'caf\\xe9.png' and a file literally named 'caf\\xe9.png' once got one path text, and a resume
+    kept one row for both."""
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    save(smooth_photo(80, 64, seed=1), Path(os.fsdecode(bytes(photos) + b"/caf\xe9.png")))
+    save(smooth_photo(80, 64, seed=2), photos / "caf\\xe9.png")
+    assert score.path_text(photos / "caf\\xe9.png") == str(photos) + "/caf\\\\xe9.png"
+    output = tmp_path / "scores.csv"
+    first = score.score_paths([photos], scorer, output=output, progress=False)
+    rows = read_rows(output)
+    assert len(rows) == 2 and len({row["path"] for row in rows}) == 2 and len(first) == 2
+    again = score.score_paths([photos], scorer, output=output, resume=True, progress=False)
+    assert again.attrs["already_scored"] == 2 and read_rows(output) == rows
+
+
+def test_one_file_reached_by_two_names_is_scored_once(tmp_path):
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    save(smooth_photo(80, 64, seed=1), photos / "a.png")
+    (photos / "alias.png").symlink_to(photos / "a.png")
+    (tmp_path / "link").symlink_to(photos)
+    found, _ = score.scan([photos, tmp_path / "link"])
+    assert found == [photos / "a.png"]
+
+
+def test_an_output_where_no_lock_file_can_be_made_is_written_with_a_warning(tmp_path, monkeypatch, capsys):
+    """A scores file bind-mounted into a container, or in a read-only folder: the lock is the only
+    thing that cannot be had, and it must not stop the run."""
+    output = tmp_path / "scores.csv"
+    real_open = os.open
+
+    def read_only_folder(path, *args, **kwargs):
+        if str(path).endswith(".lock"):
+            raise OSError(errno.EROFS, os.strerror(errno.EROFS), str(path))
+        return real_open(path, *args, **kwargs)
+
+    monkeypatch.setattr(score.os, "open", read_only_folder)
+    scores = score.ScoresFile(output)
+    assert scores.lock is None
+    scores.close()
+    assert "no lock file can be made" in capsys.readouterr().err
+    device = score.ScoresFile("/dev/null", overwrite=True)  # a device: no lock, no resolving, nothing to lose
+    assert device.lock is None and str(device.path) == "/dev/null"
+    device.close()

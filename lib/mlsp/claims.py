@@ -7,7 +7,7 @@ comes with a paired bootstrap interval (mlsp.metrics.paired_difference: one set 
 per resample, scored for both rows), on the images both rows were tested on.
 
 Verdicts: "supported" when the interval lies above 0 (the paper's direction), "contradicted" when it
-lies below 0, otherwise "not resolved at this size": on the demo's 78 test images most differences
+lies below 0, otherwise "not resolved at this size": on the demo's 105 test images most differences
 the paper reports (0.01-0.05 SRCC on 20,000 images) are far inside the noise.
 
 Input: the long prediction tables that notebooks 02 and 03 write (`table2_predictions.csv`,

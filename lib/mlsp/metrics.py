@@ -5,8 +5,8 @@ and the range `out_of_range` counts against (`evaluate`'s threshold and score_ra
 Intervals: scipy.stats.bootstrap, paired (an image's predicted and true MOS are resampled together),
 RESAMPLES resamples drawn from the run's seed, percentile method. Percentile rather than BCa: BCa's
 jackknife evaluates the statistic once per left-out image, which on AVA's ~20,000 test images costs
-20,000 extra SRCCs per row, and on the demo's 78 images its acceleration estimate is itself noisy.
-At 78 test images an SRCC interval spans about +-0.15: differences between rows smaller than that
+20,000 extra SRCCs per row, and on the demo's ~100 images its acceleration estimate is itself noisy.
+At the demo's 105 test images an SRCC interval spans about +-0.08 to +-0.2: differences between rows smaller than that
 say nothing, which is why `mlsp.claims` compares rows by a paired interval of their difference.
 """
 from __future__ import annotations

@@ -265,7 +265,7 @@ def scan(paths) -> tuple[list[Path], list[Path]]:
     folders and files of SYSTEM_FOLDERS / is_system_file are skipped, and not counted. A named file is
     kept whatever its name or suffix (or if missing), and so is a broken symbolic link found in a
     folder, so that its problem is reported rather than silently dropped. Each file once, in the
-    order given."""
+    order given: a file reached under two names (links) is kept under the first."""
     found, passed_over, seen = [], [], set()
     for path in map(Path, paths):
         if path.is_dir():
@@ -274,7 +274,7 @@ def scan(paths) -> tuple[list[Path], list[Path]]:
         else:
             members = [path]
         for member in members:
-            key = os.path.abspath(member)
+            key = os.path.realpath(member)  # one file reached by two names (a linked folder given twice, a file link) once
             if key not in seen:
                 seen.add(key)
                 found.append(member)
@@ -308,8 +308,10 @@ def _folder_files(folder: Path) -> tuple[list[Path], list[Path]]:
 def path_text(path) -> str:
     """A path as the output's `path` column writes it: absolute, with each byte of the file name
     that is not valid UTF-8 written as a backslash escape (b'caf\\xe9.jpg' -> 'caf\\xe9.jpg'), so the
-    CSV stays UTF-8 and a resume finds the same file by the same text."""
-    return os.fsencode(os.path.abspath(path)).decode("utf-8", "backslashreplace")
+    CSV stays UTF-8 and a resume finds the same file by the same text. A backslash that is part of a
+    name is written doubled ('a\\b.jpg' -> 'a\\\\b.jpg'): otherwise a file literally named 'caf\\xe9.jpg'
+    would get the same text as b'caf\\xe9.jpg', and a resume would take one for the other."""
+    return os.fsencode(os.path.abspath(path)).replace(b"\\", b"\\\\").decode("utf-8", "backslashreplace")
 
 
 def scorer_identity(model_dir) -> dict:
@@ -442,7 +444,8 @@ class ScoresFile:
             raise ScoringError("--resume and --overwrite exclude each other")
         # the link's target is what the user means by the output; os.replace on the link would swap
         # the link itself for a regular file and leave the target stale
-        self.path = Path(os.path.realpath(path)) if os.path.islink(path) else Path(path)
+        # (a link to a pipe or a device, such as /dev/stdout, is written through as given)
+        self.path = Path(os.path.realpath(path)) if os.path.islink(path) and (os.path.isfile(path) or not os.path.exists(path)) else Path(path)
         self.done: dict[str, dict] = {}
         self.created = not self.path.exists()
         if self.path.is_dir():
@@ -466,11 +469,19 @@ class ScoresFile:
         self.writer = csv.DictWriter(self.handle, COLUMNS)
         self.rows_written = 0
 
-    def _take_lock(self) -> int:
+    def _take_lock(self) -> int | None:
+        """The locked descriptor of `<output>.lock`; None, with a warning, where no lock file can be
+        made (an output in a read-only folder, a bind-mounted file) or the output is a pipe or a
+        device (nothing there to resume or to lose)."""
+        if self.path.exists() and not self.path.is_file():
+            return None
         while True:
             try:
                 descriptor = os.open(self.lock_path, os.O_RDWR | os.O_CREAT, 0o644)
             except OSError as error:
+                if error.errno in (errno.EROFS, errno.EACCES, errno.EPERM):
+                    print(f"warning: {self.path}: no lock file can be made beside it ({error.strerror}), so a second `mlsp score` on this output would not be refused", file=sys.stderr)
+                    return None
                 raise ScoringError(f"{self.path}: cannot write the scores ({error.strerror or error} for the lock file {self.lock_path})") from None
             try:
                 fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
