@@ -91,7 +91,7 @@ def test_fine_tuning_reads_a_csv_data_sets_images_from_their_paths(tmp_path):
         (tmp_path / "mine" / name).parent.mkdir(parents=True, exist_ok=True)
         Image.fromarray(rng.integers(0, 255, size=(120, 160, 3), dtype=np.uint8)).save(tmp_path / "mine" / name)
     labels_file = tmp_path / "labels.csv"
-    labels_file.write_text("image,mos,set\n" + "".join(f"{name},{3 + index * 0.5},{'test' if index == 4 else 'train'}\n" for index, name in enumerate(names)))
+    labels_file.write_text("image,mos,set\n" + "".join(f"{name},{3 + index},{'test' if index == 4 else 'train'}\n" for index, name in enumerate(names)))
     metadata, unreadable, _, _ = labels.read_labelled("csv", labels_file, tmp_path / "mine", data.ScoreScale(1, 10, 5), seed=0, validation_fraction=0.25, progress=False)
     assert unreadable.empty and "path" in metadata.columns
     paths = [str(path) for path in data.image_paths(metadata, tmp_path / "no-ava-here")]  # as notebook 02 does
