@@ -3,7 +3,10 @@
 Every image is made here with numpy/PIL (a few PNGs by hand, for what Pillow cannot write).
 """
 import io
+import os
 import struct
+import subprocess
+import sys
 import zlib
 
 import numpy as np
@@ -439,10 +442,31 @@ def test_a_small_file_whose_decoding_would_take_gigabytes_is_refused_before_deco
             images.load_rgb(path, apply_exif_orientation=True, max_side=800)
         message = str(error.value)
         assert message.startswith(f"{path}: decoding it would take about ") and "GiB of memory" in message
-        assert f"({size} pixels, mode {mode}," in message and "MAX_DECODE_BYTES" in message
+        assert f"({size} pixels, mode {mode}," in message and "MLSP_MAX_DECODE_GIB=" in message  # how a CLI user raises it
         assert images.read_size(path) == tuple(map(int, size.split("x")))  # the header alone is fine
         width, height, reason = data.image_info(path)  # notebook 00 goes through the same check
         assert (width, height) == (0, 0) and reason.startswith("unreadable: decoding it would take about ")
+
+
+def test_the_decoding_limit_is_raised_from_the_environment_and_a_bad_value_is_named(tmp_path):
+    assert images.decode_limit_from_environment({}) == 2**30
+    assert images.decode_limit_from_environment({"MLSP_MAX_DECODE_GIB": " 4 "}) == 4 * 2**30
+    assert images.decode_limit_from_environment({"MLSP_MAX_DECODE_GIB": "0.5"}) == 2**29
+    for bad in ("0", "-1", "four", "nan", "inf"):
+        with pytest.raises(ValueError, match=rf"MLSP_MAX_DECODE_GIB='{bad}': must be a positive number of GiB"):
+            images.decode_limit_from_environment({"MLSP_MAX_DECODE_GIB": bad})
+    # a file the default limit refuses (2.1 GB estimated) passes the check under a raised limit, set
+    # in the environment of a fresh process as a user would
+    flat = tmp_path / "flat.png"
+    flat.write_bytes(png_bytes(16000, 12000, 8, 2, None))
+    code = (
+        "import sys; from PIL import Image; from mlsp import images\n"
+        "with Image.open(sys.argv[1]) as image: images.check_decode_bytes(sys.argv[1], image)\n"
+        "print(images.MAX_DECODE_BYTES)"
+    )
+    environment = {**os.environ, "MLSP_MAX_DECODE_GIB": "3"}
+    done = subprocess.run([sys.executable, "-c", code, str(flat)], env=environment, capture_output=True, text=True)
+    assert done.returncode == 0 and done.stdout.strip() == str(3 * 2**30), done.stderr
 
 
 def test_the_decoding_estimate_counts_the_mode_and_lets_camera_photos_through(tmp_path):

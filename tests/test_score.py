@@ -284,6 +284,16 @@ def test_resume_retries_failed_files_and_keeps_one_row_per_file(scorer, cached_l
     assert [Path(row["path"]).name for row in rows] == ["good.png", "late.png"] and all(row["error"] == "" for row in rows)
 
 
+def test_resume_reads_a_scores_csv_that_a_spreadsheet_resaved_with_a_byte_order_mark(scorer, cached_loading, tmp_path):
+    first, second = (save(smooth_photo(70, 60, seed=seed), tmp_path / f"{seed}.png") for seed in (11, 12))
+    output = tmp_path / "scores.csv"
+    assert cli.main(["score", str(first), "--model", str(scorer), "--output", str(output)]) == score.EXIT_ALL_SCORED
+    output.write_bytes(b"\xef\xbb\xbf" + output.read_bytes().replace(b"\n", b"\r\n"))  # as Excel saves "CSV UTF-8"
+    assert cli.main(["score", str(first), str(second), "--model", str(scorer), "--output", str(output), "--resume"]) == score.EXIT_ALL_SCORED
+    rows = read_rows(output)
+    assert [Path(row["path"]).name for row in rows] == ["11.png", "12.png"]  # the first kept once, not rescored
+
+
 @pytest.mark.parametrize("case", ["missing directory", "a directory", "exists", "not a scores csv"])
 def test_bad_output_fails_before_the_model_is_loaded(scorer, cached_loading, tmp_path, capsys, case):
     photo = save(smooth_photo(70, 60, seed=9), tmp_path / "photo.png")

@@ -39,6 +39,14 @@ def test_tables_put_each_interval_beside_its_metric_and_count_out_of_range():
     assert np.isnan(experiments.metrics_tree([old])["no intervals"]["plcc_high"])
 
 
+def test_parameter_counts_stay_integers_beside_an_empty_table():
+    """Table 2 without fine-tuning concatenates the feature rows with an empty table; the count must not
+    become a float (6.07898e+06 in the CSV)."""
+    table = experiments.results_table([{**_result("Single-3FC", 0.4, 0.7), "parameters": 6078977}])
+    both = pd.concat([table.assign(finetune="no"), experiments.results_table([]).assign(finetune="yes")], ignore_index=True)
+    assert both.to_csv(index=False).splitlines()[1].split(",")[3] == "6078977"
+
+
 def test_row_predictions_are_long_and_keyed_by_image():
     metadata = pd.DataFrame({"image_id": ["007", "008", "009", "010"], "mos": [4.0, 5.0, 5.5, 6.5], "width": 100, "height": 100, "set": ["train", "validation", "test", "test"]})
     split = experiments.Split(metadata, np.array([0]), np.array([1]), np.array([2, 3]))

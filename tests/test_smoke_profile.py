@@ -4,6 +4,7 @@
 It runs with TensorFlow's oneDNN optimisations off (TF_ENABLE_ONEDNN_OPTS=0), a stand-in for another
 CPU's numerics, while params/smoke/expected.yaml holds the values of a run with them on: its tolerances
 must cover both, or `make test` would fail on a user's machine with nothing wrong (issue 13)."""
+import json
 import os
 import subprocess
 import sys
@@ -23,3 +24,8 @@ def test_smoke_profile_end_to_end():
     check = subprocess.run([sys.executable, "-m", "mlsp.cli", "check", "--profile", "smoke"], cwd=REPO, capture_output=True, text=True)
     assert check.returncode == 0, check.stdout + check.stderr
     assert "missing" not in check.stdout
+    # the scorer `mlsp score` uses says how it was chosen: Table 3's row by validation loss (issue 13, item 5)
+    chosen = json.loads((REPO / "results" / "smoke" / "table3.json").read_text())["best"]
+    scorer = json.loads((REPO / "data" / "smoke" / "scorer" / "scorer.json").read_text())
+    assert chosen["selected_by"] == "validation_loss" and scorer["selected_by"] == chosen
+    assert scorer["trained_on"] == f"smoke: {chosen['label']}"

@@ -253,7 +253,9 @@ def results_table(results: list[dict], paper: dict | None = None) -> pd.DataFram
                 line[f"paper_{name}"] = published[position] if published else np.nan
                 line[f"diff_{name}"] = line[name] - published[position] if published else np.nan
         lines.append(line)
-    return pd.DataFrame(lines)
+    # nullable integers: the count stays a count when the table is concatenated with an empty one
+    # (Table 2 without fine-tuning), instead of turning into a float such as 6.07898e+06
+    return pd.DataFrame(lines).astype({"parameters": "Int64"}) if lines else pd.DataFrame(lines)
 
 
 def metrics_tree(results: list[dict]) -> dict:

@@ -44,7 +44,27 @@ MAX_PIXELS = 250_000_000
 # 8 GiB at worst, within an ordinary 16 GB machine. 1 GiB holds the largest camera frames as
 # stored: a 102 MP RGB file (Fujifilm GFX100) at full size is ~1.0 GB (10 bytes a pixel, below), a
 # 50 MP one half of that; with `max_side` a JPEG is decoded at a fraction of its size (draft mode).
-MAX_DECODE_BYTES = 2**30
+# A user with a genuine larger file and the memory for it raises the limit from outside, for the
+# notebooks and `mlsp score` alike: MLSP_MAX_DECODE_GIB=4.
+DECODE_LIMIT_ENV = "MLSP_MAX_DECODE_GIB"
+
+
+def decode_limit_from_environment(environment=os.environ) -> int:
+    """MAX_DECODE_BYTES in bytes: MLSP_MAX_DECODE_GIB (GiB, a positive number) when set, else 1 GiB.
+    Raises ValueError naming the variable for a value that is not a positive finite number."""
+    text = environment.get(DECODE_LIMIT_ENV, "").strip()
+    if not text:
+        return 2**30
+    try:
+        gib = float(text)
+    except ValueError:
+        gib = float("nan")
+    if not (gib > 0 and gib != float("inf")):
+        raise ValueError(f"{DECODE_LIMIT_ENV}={text!r}: must be a positive number of GiB (the largest memory one image may take to decode), e.g. 4")
+    return int(gib * 2**30)
+
+
+MAX_DECODE_BYTES = decode_limit_from_environment()
 WHITE = (255, 255, 255)
 ORIENTATION_TAG = ExifTags.Base.Orientation
 SWAPPING_ORIENTATIONS = (5, 6, 7, 8)  # transpose, rotate 90/270, transverse: width and height swap
@@ -125,8 +145,8 @@ def check_decode_bytes(path, image: Image.Image, stored_size: tuple[int, int] | 
         path,
         f"decoding it would take about {needed / 2**30:.1f} GiB of memory ({size}, mode {image.mode}, "
         f"{needed // (width * height)} bytes a pixel to decode and convert to RGB), over the limit of "
-        f"{MAX_DECODE_BYTES / 2**30:g} GiB (decompression-bomb guard; raise mlsp.images.MAX_DECODE_BYTES "
-        "if the file is genuine and the memory is there)",
+        f"{MAX_DECODE_BYTES / 2**30:g} GiB (decompression-bomb guard; if the file is genuine and the memory is there, "
+        f"raise the limit with the environment variable {DECODE_LIMIT_ENV}, e.g. {DECODE_LIMIT_ENV}={max(2, -(-needed // 2**30))})",
     )
 
 

@@ -117,7 +117,7 @@ def outside_scale(predicted: float, scale) -> bool:
 
 def save_scorer(
     folder, head_path, backbone: str, weights: str, kind: str, trained_on: str, max_side: int | None = None, views: int = VIEWS,
-    score_min: float | None = None, score_max: float | None = None,
+    score_min: float | None = None, score_max: float | None = None, selected_by: dict | None = None,
 ) -> Path:
     """Write a scorer folder: the head at `head_path` copied to head.keras, and scorer.json.
 
@@ -127,6 +127,8 @@ def save_scorer(
     over the 8 crops), 1 when on the whole image (the paper's "-aug" rows). score_min, score_max:
     the MOS scale of the training labels (metadata.json's; AVA 1-10, KonIQ-10k 1-5), so that scores
     are read on the right scale; None records none (scoring then assumes AVA's, with a note).
+    selected_by: how the head was chosen among the rows trained (mlsp.experiments.selection_record:
+    the criterion, its value, the row), recorded as is so a user can see it was not chosen on test data.
     Raises ValueError for max_side < 1, views other than 1 or 8, an unknown kind, or a scale that
     is not two finite numbers with score_min < score_max (or only one of them given).
     """
@@ -147,6 +149,8 @@ def save_scorer(
         config["max_side"] = int(max_side)
     if score_min is not None:
         config["score_min"], config["score_max"] = score_min, score_max
+    if selected_by is not None:
+        config["selected_by"] = selected_by
     (folder / "scorer.json").write_text(json.dumps(config, indent=2))
     return folder
 
@@ -612,7 +616,9 @@ def read_scored_rows(path) -> tuple[dict[str, dict], list[dict]]:
     scores CSV."""
     path = Path(path)
     try:
-        with open(path, newline="", encoding="utf-8") as handle:
+        # utf-8-sig: a scores CSV that a spreadsheet re-saved starts with a byte-order mark, which plain
+        # UTF-8 would read into the first column's name
+        with open(path, newline="", encoding="utf-8-sig") as handle:
             reader = csv.DictReader(handle)
             if reader.fieldnames is None:
                 return {}, []
