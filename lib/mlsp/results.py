@@ -1,7 +1,9 @@
 """The results contract: what every notebook writes under results/<profile>/.
 
-- `<key>.json`: named metrics plus the exact parameters, seed, package versions, the git commit the
-  run started from and whether the code differed from it (mlsp.provenance), wall time;
+- `<key>.json`: named metrics plus the exact parameters, seed (the notebook's `seed` parameter; null for
+  a notebook that has none because it draws nothing at random, such as 06, whose predictions come from
+  notebook 03's run and whose JSON names that row), package versions, the git commit the run started from
+  and whether the code differed from it (mlsp.provenance), wall time;
 - `<key>.csv`: tables;
 - `<key>.png` and `<key>.svg`: figures.
 `mlsp check` reads the JSON files and compares their metrics with params/<profile>/expected.yaml.
