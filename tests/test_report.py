@@ -100,3 +100,13 @@ def test_section_leaves_the_paper_columns_empty_for_other_data_sets(tmp_path):
     assert "MOS on 1-5, accuracy at MOS > 3; paper columns left empty" in text and "paper 0.188" not in text
     _write(results, "data", {**counts, "score_max": 10.0, "accuracy_threshold": 5.0}, data_format="ava")
     assert "| Single-3FC [features] | 0.649 | 0.676 |" in report.results_section("p", results) and "paper 0.188" in report.results_section("p", results)
+
+
+def test_committed_demo_results_pass_their_own_check():
+    """results/demo and params/demo/expected.yaml are committed together: the demo's numbers must lie within
+    the tolerances recorded for it (a rerun that moved a number further than other seeds and numerics do
+    means the code changed what it computes, and expected.yaml must be recorded again)."""
+    from mlsp import check
+
+    rows = check.compare("demo")
+    assert len(rows) > 40 and not [row for row in rows if row["status"] != "pass"], check.format_rows([row for row in rows if row["status"] != "pass"])
