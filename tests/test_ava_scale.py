@@ -4,6 +4,7 @@ import importlib.util
 import io
 import re
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -94,3 +95,24 @@ def test_flop_count_and_training_reads(ava_scale, tmp_path):
     figures = parsed(stream.getvalue())
     epoch = figures["projected", "epoch reads net/original_wide_aug8 for AVA"]
     assert epoch == (pytest.approx(ava_scale.AVA_TRAINABLE / result["read_images_per_s"] / 60, rel=5e-3), "min")
+
+
+def test_an_evicted_store_is_read_from_the_disk(ava_scale, tmp_path):
+    """--large reads must come from the disk, not from the pages the fill left cached."""
+    if not hasattr(ava_scale.os, "posix_fadvise"):
+        pytest.skip("no posix_fadvise on this system")
+    mounts = [line.split()[1:3] for line in Path("/proc/mounts").read_text().splitlines()]
+    point, kind = max((mount for mount in mounts if str(tmp_path).startswith(mount[0].rstrip("/") + "/")), key=lambda mount: len(mount[0]))
+    if kind in ("tmpfs", "ramfs"):
+        pytest.skip(f"{tmp_path} is on {kind} ({point}): memory, no disk to read from")
+    path = tmp_path / "store.bin"
+    path.write_bytes(np.random.default_rng(0).integers(0, 255, 8 << 20, dtype=np.uint8).tobytes())
+    path.read_bytes()  # now cached
+    before = ava_scale.io_counters()["read_bytes"]
+    path.read_bytes()
+    cached = ava_scale.io_counters()["read_bytes"] - before
+    assert ava_scale.evict_from_page_cache(path)
+    before = ava_scale.io_counters()["read_bytes"]
+    path.read_bytes()
+    evicted = ava_scale.io_counters()["read_bytes"] - before
+    assert cached < (1 << 20) and evicted >= (7 << 20)
