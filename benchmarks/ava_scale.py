@@ -669,7 +669,9 @@ def head_figures(profile, architectures, io_results, gpu, report, wide_head_batc
         for kind in sorted({kind for kinds in profile["passes"].values() for kind in kinds}):
             batch = profile["head_batch"] if kind == "narrow" else min(profile["head_batch"], wide_head_batch)
             step = head_step(kind, channels, batch, 1)  # its trace costs more than several steps
-            # reads at the rate measured on the --large store of this kind, when there is one
+            # reads at the rate measured on the --large store of this kind, when there is one: the larger
+            # backbone's, so for the smaller one an upper bound on the time (its views are fewer bytes,
+            # but small random reads are bound by the disk's operations per second more than by bytes)
             large = next((item["large"] for (_, other), item in io_results.items() if other == kind and "large" in item), None)
             reads = AVA_TRAINABLE / (large or io_results[(name, kind)])["read_images_per_s"]
             cpu = AVA_TRAINABLE * step["seconds_per_sample"]
