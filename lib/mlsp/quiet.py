@@ -5,7 +5,8 @@ What is removed, and why it says nothing here:
   "This TensorFlow binary is optimized ...", the oneDNN notice): INFO-level, silenced by
   TF_CPP_MIN_LOG_LEVEL=2, which must be in the environment before TensorFlow is first imported.
   `mlsp/__init__` sets it (a notebook imports mlsp before Keras), and so does the runner for the
-  kernels it starts. Warnings and errors from C++ stay visible.
+  kernels it starts. Errors from C++ stay visible; its WARNING lines are hidden too at level 2 (set
+  TF_CPP_MIN_LOG_LEVEL=0 before starting to see everything).
 - ipykernel's "Kernel is running over TCP without encryption": not hidden but made untrue. The
   runner asks jupyter_client to provision CurveZMQ keys for its kernels (`kernel_config`) where
   pyzmq supports it and the kernelspec declares it (ipykernel >= 7); elsewhere the line remains.
