@@ -82,6 +82,24 @@ def test_bad_images_are_marked_failed_and_the_rest_extracted(inception, photos, 
         assert list(reader.status) == [WRITTEN, WRITTEN, FAILED, FAILED, WRITTEN, WRITTEN]
 
 
+def test_a_disk_too_small_for_the_stores_is_named_before_anything_is_extracted(inception, photos, tmp_path, monkeypatch):
+    ids, paths = photos
+    extractor = CountingExtractor(inception)
+    monkeypatch.setattr(extract, "free_bytes", lambda folder: 1000)
+    with pytest.raises(extract.NotEnoughDisk) as error:
+        extract.extract(ids, paths, inception, "original", True, ("narrow",), tmp_path / "features", progress=False, extractor=extractor)
+    message = str(error.value)
+    store = store_path(tmp_path / "features", "inception_v3", "original", "narrow", True)
+    assert message.startswith(f"{store.parent}: the 6 images still to extract need ") and "1e-06 GB free" in message and "a rerun resumes" in message
+    assert extractor.calls == 0 and not FeatureReader(store).done.any()
+    # the need counts only what is left: with the disk back, a run writes; afterwards nothing is left to need
+    monkeypatch.undo()
+    extract.extract(ids, paths, inception, "original", True, ("narrow",), tmp_path / "features", progress=False, extractor=extractor)
+    monkeypatch.setattr(extract, "free_bytes", lambda folder: 0)
+    again = extract.extract(ids, paths, inception, "original", True, ("narrow",), tmp_path / "features", progress=False, extractor=extractor)
+    assert again["extracted"] == 0
+
+
 def test_whole_image_view_uses_the_whole_image_limit(inception, photos, tmp_path):
     ids, paths = photos
     summary = extract.extract(ids, paths, inception, "original", False, ("narrow",), tmp_path / "features", progress=False)
