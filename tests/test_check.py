@@ -37,3 +37,39 @@ def test_result_json_records_the_run(profile_dirs, tmp_path):
     assert record["parameters"] == {"seed": 7, "epochs": 3} and record["seed"] == 7
     assert {"keras", "numpy", "python"} <= set(record["versions"]) and record["wall_time_s"] >= 0
     assert "git_commit" in record
+
+
+def test_interval_and_sanity_rules(tmp_path):
+    params, results = tmp_path / "params", tmp_path / "results"
+    (params / "p").mkdir(parents=True)
+    (params / "p" / "expected.yaml").write_text(
+        "fig7:\n"
+        "  last_1:\n    srcc: {value: 0.0, tolerance: 1.0, interval_contains: 0.3, min: 0.0}\n"
+        "  last_2:\n    srcc: {value: 0.0, tolerance: 1.0, interval_contains: 0.3}\n"
+        "  last_4:\n    srcc: {min: 0.0}\n"
+        "  last_8:\n    srcc: {interval_contains: 0.3}\n"
+    )
+    run = Run("p", "04_fig7_block_ablation", results_root=results)
+    run.save_metrics("fig7", {
+        "last_1": {"srcc": 0.1, "srcc_low": -0.2, "srcc_high": 0.4},   # contains 0.3, above 0: pass
+        "last_2": {"srcc": 0.1, "srcc_low": -0.2, "srcc_high": 0.25},  # misses 0.3: FAIL
+        "last_4": {"srcc": -0.05},                                       # below the sanity bound: FAIL
+        "last_8": {"srcc": 0.35},                                        # no interval to test: missing
+    })
+    rows = {row["metric"]: row for row in compare("p", params, results)}
+    assert [rows[f"fig7/last_{k}/srcc"]["status"] for k in (1, 2, 4, 8)] == ["pass", "FAIL", "FAIL", "missing"]
+    assert rows["fig7/last_1/srcc"]["expected"] == "0 +- 1; interval contains 0.3; > 0"
+    assert "1 passed, 3 failed" in format_rows(list(rows.values()))
+
+
+def test_a_nan_metric_and_a_leaf_without_its_tolerance_are_reported(tmp_path):
+    from mlsp.parameters import ParameterError
+
+    params, results = tmp_path / "params", tmp_path / "results"
+    (params / "p").mkdir(parents=True)
+    (params / "p" / "expected.yaml").write_text("fig7:\n  last_1:\n    srcc: {min: 0.0}\n")
+    Run("p", "04_fig7_block_ablation", results_root=results).save_metrics("fig7", {"last_1": {"srcc": float("nan")}})
+    assert compare("p", params, results)[0]["status"] == "missing"
+    (params / "p" / "expected.yaml").write_text("fig7:\n  last_1:\n    srcc: {value: 0.5}\n")
+    with pytest.raises(ParameterError, match="fig7/last_1/srcc"):
+        compare("p", params, results)

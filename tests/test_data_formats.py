@@ -358,7 +358,7 @@ def test_a_koniq10k_split_evaluates_at_its_threshold_and_counts_out_of_range_on_
     assert (found["accuracy_low"], found["accuracy_high"]) == metrics.interval("accuracy", predicted, true, seed=0, threshold=3)
     assert "koniq10k data: MOS on 1-5, accuracy at MOS > 3" in experiments.scale_sentence(split)
     # the paper's numbers are AVA's: the columns stay, empty
-    result = {"label": "Single-3FC", "backbone": "b", "weights": "w", "epochs": 1, "predicted": predicted, "true": true, **found}
+    result = {"label": "Single-3FC", "backbone": "b", "weights": "w", "epochs": 1, "seed": 0, "predicted": predicted, "true": true, **found}
     table = experiments.results_table([result], experiments.published_for(split, {"Single-3FC": (0.676, 0.682, 79.3)}))
     assert table[["paper_srcc", "diff_srcc", "paper_accuracy"]].isna().all(axis=None)
     assert experiments.published_for(experiments.Split(split.metadata, split.train, split.validation, split.test), {"a": 1}) == {"a": 1}  # AVA's

@@ -57,3 +57,23 @@ def test_one_run_can_widen_its_tolerances_by_its_own_seed_spread_or_interval(tmp
     row = tree["table2"]["features"]["Single-3FC"]
     assert row["srcc"]["tolerance"] == pytest.approx(0.1501) and row["plcc"]["tolerance"] == pytest.approx(0.1001)
     assert row["accuracy"]["tolerance"] == pytest.approx(1.05)  # neither: the floor, one test image of 100
+
+
+def test_a_noisy_metric_keeps_the_sturdier_rules_every_run_bore_out():
+    name, other = "fig7/last_5/srcc", "fig7/last_1/srcc"
+    reference = {name: 0.40, other: 0.10}
+    runs = [reference, {name: -0.10, other: 0.60}, {name: 0.80, other: -0.30}]
+    intervals = [
+        {name: (0.10, 0.65), other: (-0.20, 0.40)},
+        {name: (-0.40, 0.45), other: (0.30, 0.85)},  # other's interval misses 0.10
+        {name: (0.55, 0.95), other: (-0.60, 0.05)},  # so does this one; name's misses 0.40
+    ]
+    tree, _, noisy = record_expected.expected_tree(reference, runs, 100, {}, noisy_above=0.3, intervals=intervals)
+    assert set(noisy) == {name, other}
+    assert tree["fig7"]["last_5"]["srcc"] == {"value": 0.0, "tolerance": 1.0}  # 0.40 not in (0.55, 0.95): range only
+    assert tree["fig7"]["last_1"]["srcc"] == {"value": 0.0, "tolerance": 1.0}
+    intervals[2][name] = (0.05, 0.95)
+    intervals[1][name] = (0.01, 0.45)
+    tree, _, _ = record_expected.expected_tree(reference, runs, 100, {}, noisy_above=0.3, intervals=intervals)
+    assert tree["fig7"]["last_5"]["srcc"] == {"value": 0.0, "tolerance": 1.0, "interval_contains": 0.4, "min": 0.0}
+    assert record_expected.rules_named(tree, name) == "interval_contains, min"

@@ -38,26 +38,31 @@ def _write(results, key, metrics, **extra):
 def test_section_shows_intervals_where_results_have_them_and_plain_values_where_not(tmp_path):
     results = tmp_path / "results"
     with_interval = {"srcc": 0.6491, "srcc_low": 0.4912, "srcc_high": 0.7733, "plcc": 0.638, "plcc_low": 0.5, "plcc_high": 0.75,
-                     "accuracy": 80.77, "accuracy_low": 71.79, "accuracy_high": 88.46}
+                     "accuracy": 80.77, "accuracy_low": 71.79, "accuracy_high": 88.46, "out_of_range": 3}
     _write(results, "table2", {"features": {"Single-3FC": with_interval}, "finetune": {}}, backbone="b", weights="w")
     _write(results, "table3", {"b": {"Pool-3FC": {"srcc": 0.5, "plcc": 0.4, "accuracy": 70.0, "srcc_low": None, "srcc_high": None}}}, weights="w")
     text = report.results_section("p", results)
-    assert "| Single-3FC [features] | 0.649 [0.49, 0.77] | 0.676 | 0.638 [0.50, 0.75] | 0.682 | 80.8% [71.8, 88.5] | 79.3% |" in text
-    assert "| Pool-3FC [b] | 0.500 | 0.756 | 0.400 | 0.757 | 70.0% | 81.7% |" in text  # null bounds: no interval shown
+    assert "| Single-3FC [features] | 0.649 [0.49, 0.77] | 0.676 | 0.638 [0.50, 0.75] | 0.682 | 80.8% [71.8, 88.5] | 79.3% | 3 |" in text
+    assert "| Pool-3FC [b] | 0.500 | 0.756 | 0.400 | 0.757 | 70.0% | 81.7% | – |" in text  # null bounds: no interval shown
     assert "Brackets: 95% percentile bootstrap intervals" in text
     _write(results, "table2", {"features": {"Single-3FC": {"srcc": 0.6491, "plcc": 0.638, "accuracy": 80.77}}}, backbone="b", weights="w")
     _write(results, "table3", {"b": {}}, weights="w")
     plain = report.results_section("p", results)
-    assert "| Single-3FC [features] | 0.649 | 0.676 | 0.638 | 0.682 | 80.8% | 79.3% |" in plain and "Brackets" not in plain
+    assert "| Single-3FC [features] | 0.649 | 0.676 | 0.638 | 0.682 | 80.8% | 79.3% | – |" in plain and "Brackets" not in plain
 
 
 def test_section_lists_the_claims_when_notebook_07_wrote_them(tmp_path):
     results = tmp_path / "results"
     line = {"claim": "wide features (Pool-3FC) beat narrow (Single-3FC)", "a": "Table 3: Pool-3FC [b]", "b": "Table 3: Single-3FC [b]",
-            "difference": -0.123, "low": -0.3, "high": 0.05, "images": 78, "verdict": "not resolved at this size"}
-    _write(results, "claims", {f"{line['a']} vs {line['b']}": line}, resamples=1000, confidence=0.95)
+            "difference": -0.123, "low": -0.3, "high": 0.05, "images": 78, "verdict": "not resolved at this size",
+            "seeds": 2, "seed_verdicts": "seed 0: not resolved at this size (-0.123); seed 1: contradicted (-0.200)", "note": "the seeds disagree"}
+    unrun = {"claim": "fine-tuning beats features for Single-1FC (5)", "a": "Table 2 fine-tuned: Single-1FC (5) [b]", "b": "Table 2 features: Single-1FC (5) [b]",
+             "difference": None, "low": None, "high": None, "images": 0, "verdict": "not run", "seeds": 0, "seed_verdicts": "", "note": "Table 2 fine-tuned: Single-1FC (5) [b] not run in this profile"}
+    _write(results, "claims", {f"{line['a']} vs {line['b']}": line, "unrun": unrun}, resamples=1000, confidence=0.95)
     text = report.results_section("p", results)
-    assert "| wide features (Pool-3FC) beat narrow (Single-3FC) | Table 3: Pool-3FC [b] | Table 3: Single-3FC [b] | -0.123 | [-0.300, +0.050] | 78 | not resolved at this size |" in text
+    assert ("| wide features (Pool-3FC) beat narrow (Single-3FC) | Table 3: Pool-3FC [b] | Table 3: Single-3FC [b] | -0.123 | [-0.300, +0.050] | 78 | "
+            "2 (seed 0: not resolved at this size (-0.123); seed 1: contradicted (-0.200)) | not resolved at this size; the seeds disagree |") in text
+    assert "| – | – | 0 | 0 | not run; Table 2 fine-tuned: Single-1FC (5) [b] not run in this profile |" in text
     assert "1000 resamples" in text
     _write(results, "claims", {})
     assert "claims" not in report.results_section("p", results)
@@ -96,7 +101,7 @@ def test_section_leaves_the_paper_columns_empty_for_other_data_sets(tmp_path):
     _write(results, "table2", {"features": {"Single-3FC": {"srcc": 0.6491, "plcc": 0.638, "accuracy": 80.77}}, "finetune": {}}, backbone="b", weights="w")
     _write(results, "resolution", {"pixels_mos_srcc": 0.5, "network_accuracy": 70.0, "majority_accuracy": 60.0})
     text = report.results_section("p", results)
-    assert "| Single-3FC [features] | 0.649 | – | 0.638 | – | 80.8% | – |" in text
+    assert "| Single-3FC [features] | 0.649 | – | 0.638 | – | 80.8% | – | – |" in text
     assert "MOS on 1-5, accuracy at MOS > 3; paper columns left empty" in text and "paper 0.188" not in text
     _write(results, "data", {**counts, "score_max": 10.0, "accuracy_threshold": 5.0}, data_format="ava")
     assert "| Single-3FC [features] | 0.649 | 0.676 |" in report.results_section("p", results) and "paper 0.188" in report.results_section("p", results)

@@ -11,7 +11,7 @@ from mlsp.store import FeatureWriter, store_path
 def _result(label, validation_loss, srcc, backbone="lite"):
     return {"label": label, "backbone": backbone, "weights": "random", "epochs": 3, "validation_loss": validation_loss,
             "srcc": srcc, "srcc_low": srcc - 0.1, "srcc_high": srcc + 0.1, "plcc": srcc, "accuracy": 70.0,
-            "majority_accuracy": 60.0, "out_of_range": 0, "predicted": np.array([5.0, 6.0]), "true": np.array([5.5, 6.5])}
+            "majority_accuracy": 60.0, "out_of_range": 0, "predicted": np.array([5.0, 6.0]), "true": np.array([5.5, 6.5]), "seed": 0}
 
 
 def test_the_lowest_validation_loss_is_chosen_not_the_best_test_srcc():
@@ -51,8 +51,11 @@ def test_row_predictions_are_long_and_keyed_by_image():
     metadata = pd.DataFrame({"image_id": ["007", "008", "009", "010"], "mos": [4.0, 5.0, 5.5, 6.5], "width": 100, "height": 100, "set": ["train", "validation", "test", "test"]})
     split = experiments.Split(metadata, np.array([0]), np.array([1]), np.array([2, 3]))
     table = experiments.row_predictions([_result("a", 0.1, 0.5), _result("b", 0.2, 0.4)], split, finetune="no")
-    assert list(table.columns) == ["row", "finetune", "backbone", "image_id", "true_mos", "predicted_mos"]
+    assert list(table.columns) == ["row", "finetune", "seed", "backbone", "image_id", "true_mos", "predicted_mos"]
     assert list(table["image_id"]) == ["009", "010", "009", "010"] and list(table["row"]) == ["a", "a", "b", "b"]
+    seeded = experiments.with_seed_spread([_result("a", 0.1, 0.5), {**_result("a", 0.2, 0.3), "seed": 1, "predicted": np.array([7.0, 8.0])}])
+    per_seed = experiments.row_predictions([seeded], split)
+    assert list(per_seed["seed"]) == [0, 0, 1, 1] and list(per_seed["predicted_mos"]) == [5.0, 6.0, 7.0, 8.0]
     with pytest.raises(ValueError, match="3 test images"):
         experiments.row_predictions([_result("a", 0.1, 0.5)], experiments.Split(metadata, np.array([0]), np.array([1]), np.array([1, 2, 3])))
 

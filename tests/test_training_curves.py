@@ -56,3 +56,11 @@ def test_rows_of_several_backbones_name_the_backbone():
 def test_no_rows_gives_a_figure_that_says_so():
     figure = report.training_curves([])
     assert "no rows trained" in [text.get_text() for axis in figure.axes for text in axis.texts]
+
+
+def test_epoch_ticks_are_whole_numbers_even_for_a_short_run():
+    figure = report.training_curves([_row("two epochs", 2, [1e-4] * 2), _row("one epoch", 1, [1e-4])])
+    figure.canvas.draw()
+    for axis in _panels(figure):
+        ticks = [tick for tick in axis.get_xticks() if axis.get_xlim()[0] <= tick <= axis.get_xlim()[1]]
+        assert ticks and all(float(tick).is_integer() for tick in ticks), ticks

@@ -23,8 +23,12 @@ time, and with two other training seeds (notebooks 02 onwards, on the first run'
 Tolerances then come from what other numerics and other seeds do to each number, which is what
 another machine will do to it, not from two identical runs. A metric whose tolerance would exceed
 `--noisy-above` (correlations; accuracies scaled to percent) is too noisy at this size to check
-usefully: it is checked only to be present and finite (its range), and the header lists it with
-its measured spread.
+usefully: it is checked to be present and within its range, and, where every run bears them out,
+by two sturdier rules (mlsp.check): `interval_contains` (the run's own 95% bootstrap interval contains
+the expected value: it holds in every recorded run, so a run on another machine that fails it differs
+by more than its own uncertainty allows) and `min: 0` for a correlation whose interval lay above 0 in
+every run (the row finds some signal, whatever the seed). The header lists each such metric with its
+measured spread and the rules it kept.
 """
 from __future__ import annotations
 
@@ -96,6 +100,34 @@ def metrics_of(folder: Path) -> dict:
     return found
 
 
+def intervals_of(folder: Path) -> dict:
+    """Per checked metric of one run, its 95% bootstrap interval (low, high) where the result has one."""
+    intervals = {}
+    for key, wanted in RECORDED.items():
+        flat = flatten(json.loads((folder / f"{key}.json").read_text())["metrics"])
+        for name in flat:
+            leaf = name.rsplit("/", 1)[-1]
+            low, high = flat.get(f"{name}_low"), flat.get(f"{name}_high")
+            if ((wanted is None and leaf in CHECKED_LEAVES) or (wanted is not None and name in wanted)) and low is not None and high is not None:
+                intervals[f"{key}/{name}"] = (float(low), float(high))
+    return intervals
+
+
+def sturdier_rules(name: str, value: float, intervals: list[dict]) -> dict:
+    """The rules a noisy metric keeps besides its range: `interval_contains` where every run's interval
+    contained the recorded value, `min: 0` for a correlation whose every interval lay above 0."""
+    runs = [interval.get(name) for interval in intervals]
+    if not runs or any(run is None or run != run for run in runs):
+        return {}
+    rules = {}
+    recorded = round(float(value), 4)
+    if all(low <= recorded <= high for low, high in runs):
+        rules["interval_contains"] = recorded
+    if "accuracy" not in name.rsplit("/", 1)[-1] and all(low > 0 for low, _ in runs):
+        rules["min"] = 0.0
+    return rules
+
+
 def single_run_spread(folder: Path) -> dict:
     """Per checked metric of one run, the spread its own results show: the standard deviation over
     training seeds where the row was trained with several (`<metric>_seeds_sd`), else half the width of
@@ -117,7 +149,7 @@ def single_run_spread(folder: Path) -> dict:
 
 def run_variants(profile: str, names: list[str], scratch: Path) -> list[Path]:
     """Run the profile once per variant (the first must run every notebook), copying results/<profile>
-    aside after each; returns the copies, in order. A variant that runs every notebook starts from an
+    aside after each (executed notebooks and figures too); returns the copies, in order. A variant that runs every notebook starts from an
     empty work_dir, so that its features are extracted under its own numerics."""
     work_dir = yaml.safe_load((PARAMS_DIR / profile / "common.yaml").read_text()).get("work_dir", f"data/{profile}")
     copies = []
@@ -129,7 +161,7 @@ def run_variants(profile: str, names: list[str], scratch: Path) -> list[Path]:
         print(f"variant {name}: {' '.join(f'{k}={v}' for k, v in environment.items())} {' '.join(command[1:])}", flush=True)
         subprocess.run(command, env={**os.environ, **environment}, check=True)
         copy = scratch / name
-        shutil.copytree(RESULTS_DIR / profile, copy, ignore=shutil.ignore_patterns("notebooks", "*.png", "*.svg"))
+        shutil.copytree(RESULTS_DIR / profile, copy)  # whole: the first variant's is the profile as `make demo` runs it, fit to commit
         copies.append(copy)
     return copies
 
@@ -141,11 +173,12 @@ def existing_values(profile: str) -> tuple[dict, dict]:
     return {name: leaf["value"] for name, leaf in flat.items()}, {name: leaf["tolerance"] for name, leaf in flat.items()}
 
 
-def expected_tree(reference: dict, runs: list[dict], test_images: int, kept_tolerance: dict, noisy_above: float | None = None, range_only: bool = False, own_spread: dict | None = None) -> tuple[dict, dict, dict]:
+def expected_tree(reference: dict, runs: list[dict], test_images: int, kept_tolerance: dict, noisy_above: float | None = None, range_only: bool = False, own_spread: dict | None = None, intervals: list[dict] | None = None) -> tuple[dict, dict, dict]:
     """(expected.yaml's tree, each metric's largest difference from its expected value over the runs,
     the metrics found too noisy): see the module's description. `own_spread` (single_run_spread of
     the first run) widens each tolerance to at least 3 standard deviations over seeds, or to the
-    half-width of the metric's bootstrap interval where it was trained once."""
+    half-width of the metric's bootstrap interval where it was trained once. `intervals` (intervals_of
+    each run, in the order of `runs`) gives a noisy metric its sturdier rules (sturdier_rules)."""
     tree: dict = {}
     spreads, noisy = {}, {}
     own_spread = own_spread or {}
@@ -162,13 +195,21 @@ def expected_tree(reference: dict, runs: list[dict], test_images: int, kept_tole
         scaled = tolerance / 100 if "accuracy" in parts[-1] else tolerance
         if noisy_above is not None and range_of(name) is not None and scaled > noisy_above:
             noisy[name] = spreads[name]
-            node[parts[-1]] = {"value": range_of(name)[0], "tolerance": range_of(name)[1]}
+            node[parts[-1]] = {"value": range_of(name)[0], "tolerance": range_of(name)[1], **sturdier_rules(name, value, intervals or [])}
         if range_only and range_of(name) is not None:
             if not all(abs(float(run[name]) - range_of(name)[0]) <= range_of(name)[1] for run in runs):
                 raise SystemExit(f"{name}: a run's value lies outside the metric's range: {[run[name] for run in runs]}")
             node[parts[-1]] = {"value": range_of(name)[0], "tolerance": range_of(name)[1]}
             spreads[name] = 0.0
     return tree, spreads, noisy
+
+
+def rules_named(tree: dict, name: str) -> str:
+    node = tree
+    for part in name.split("/"):
+        node = node[part]
+    kept = [rule for rule in ("interval_contains", "min") if rule in node]
+    return ", ".join(kept) if kept else "range only: some run's interval missed the recorded value"
 
 
 def main() -> None:
@@ -194,6 +235,7 @@ def main() -> None:
     if not args.runs:
         parser.error("give results folders of real runs, or --vary")
     runs = [metrics_of(folder) for folder in args.runs]
+    intervals = [intervals_of(folder) for folder in args.runs]
     test_images = int(json.loads((args.runs[0] / "data.json").read_text())["metrics"]["test_images"])
     if args.keep_values:
         reference, kept_tolerance = existing_values(args.profile)
@@ -202,7 +244,7 @@ def main() -> None:
     else:
         reference, kept_tolerance = runs[0], {}
     own_spread = single_run_spread(args.runs[0]) if args.own_spread else None
-    tree, spreads, noisy = expected_tree(reference, runs, test_images, kept_tolerance, args.noisy_above, args.range_only_for_trained, own_spread)
+    tree, spreads, noisy = expected_tree(reference, runs, test_images, kept_tolerance, args.noisy_above, args.range_only_for_trained, own_spread, intervals if not args.keep_values else None)
     origin = "the values of earlier real runs, kept; tolerances widened by" if args.keep_values else ("the first of" if not args.keep_tolerances else "the values of the first of")
     if args.keep_tolerances:
         args.note = (args.note + " " if args.note else "") + "Tolerances: at least those of the previous expected.yaml (spreads measured across machines and numerics before)."
@@ -214,8 +256,10 @@ def main() -> None:
         f"# one test image ({test_images} in all) for accuracies.\n"
         + ("# Trained metrics (Tables 2-3, Fig. 7, the resolution network): random weights and capped epochs, so only\n"
            "# checked to be present and finite: the middle of the metric's range, half the range as tolerance.\n" if args.range_only_for_trained else "")
-        + (f"# Too noisy at this size to check usefully (tolerance above {args.noisy_above:g}), so checked only to be present\n"
-           f"# and within their range: " + "; ".join(f"{name} (spread {spread:.3f})" for name, spread in noisy.items()) + ".\n" if noisy else "")
+        + (f"# Too noisy at this size to check usefully (tolerance above {args.noisy_above:g}), so checked to be present and\n"
+           f"# within their range, and by the sturdier rules every run bore out (interval_contains: the run's 95% interval\n"
+           f"# contains the recorded value; min: the correlation is above it): "
+           + "; ".join(f"{name} (spread {spread:.3f}; {rules_named(tree, name)})" for name, spread in noisy.items()) + ".\n" if noisy else "")
         + ("# --own-spread: tolerances of at least 3 standard deviations over the run's training seeds (rows on features), or\n"
            "# the half-width of the metric's 95% bootstrap interval for rows trained once (fine-tuned rows, Fig. 7 unless seeded):\n"
            "# another machine's numerics move a small model about as much as another seed does.\n" if args.own_spread else "")

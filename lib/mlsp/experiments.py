@@ -165,11 +165,13 @@ SEED_STATISTICS = ("mean", "sd")
 
 def with_seed_spread(runs: list[dict]) -> dict:
     """The first run, with `seeds` (how many runs) and `<metric>_seeds_mean`, `<metric>_seeds_sd`
-    (standard deviation, ddof 1; NaN for one run) of SRCC, PLCC and accuracy over all runs, and
-    `seed_runs`, each run's metrics."""
+    (standard deviation, ddof 1; NaN for one run) of SRCC, PLCC and accuracy over all runs,
+    `seed_runs`, each run's metrics, and `seed_predictions`, each run's (seed, test predictions) for
+    the per-seed paired claims (row_predictions, mlsp.claims)."""
     first = dict(runs[0])
     first["seeds"] = len(runs)
     first["seed_runs"] = [{"srcc": float(run["srcc"]), "plcc": float(run["plcc"]), "accuracy": float(run["accuracy"])} for run in runs]
+    first["seed_predictions"] = [(run["seed"], run["predicted"]) for run in runs]
     for name in INTERVAL_METRICS:
         values = np.array([run[name] for run in runs], dtype=np.float64)
         first[f"{name}_seeds_mean"] = float(values.mean())
@@ -193,7 +195,7 @@ def _feature_row_once(row: Row, split: Split, features_dir, backbone: str, proto
     n_channels = local_boundaries[-1] - local_boundaries[0]
     keras.utils.set_random_seed(seed)  # the head's initial weights too, not only what fit() draws
     with distribute.scope(protocol.distribute):  # "mirrored": the head's variables on every GPU
-        model = heads.build(row.head, n_channels, local_boundaries, row.dropout)
+        model = heads.build(row.head, n_channels, local_boundaries, row.dropout, protocol.batch_norm_momentum)
     mos = split.mos
     result = train.fit(model, source, split.train, mos[split.train], split.validation, mos[split.validation], protocol, seed, channels=channels)
     predicted = train.predict(model, source, split.test, channels=channels)
@@ -207,7 +209,7 @@ def _feature_row_once(row: Row, split: Split, features_dir, backbone: str, proto
     evaluation = evaluate(predicted, split, seed)
     print(f"{row.label:<20} {backbone}: {result.epochs:3d} epochs in {time.perf_counter() - started:5.1f} s, validation MSE {validation_loss:.3f}, test SRCC {evaluation['srcc']:.3f}", flush=True)
     return {
-        "label": row.label, "head": row.head, "backbone": backbone, "weights": weights,
+        "label": row.label, "head": row.head, "backbone": backbone, "weights": weights, "seed": seed,
         "parameters": int(model.count_params()), "epochs": result.epochs, "history": result.history,
         "validation_loss": validation_loss, "predicted": predicted, "true": mos[split.test], **evaluation,
     }
@@ -292,14 +294,17 @@ def predictions_table(result: dict, split: Split) -> pd.DataFrame:
 
 
 def row_predictions(results: list[dict], split: Split, **columns) -> pd.DataFrame:
-    """Every row's test predictions in long format, one line per (row, test image): row, the given
-    constant `columns` (e.g. finetune="no"), backbone, image_id, true_mos, predicted_mos, and path
-    when the metadata has it. All results must come from `split` (one notebook's rows share its test images)."""
+    """Every row's test predictions in long format, one line per (row, training seed, test image): row,
+    the given constant `columns` (e.g. finetune="no"), seed, backbone, image_id, true_mos,
+    predicted_mos, and path when the metadata has it. A row trained with several seeds
+    (`seed_predictions`) has lines for each. All results must come from `split` (one notebook's rows
+    share its test images). Raises ValueError for a result whose predictions are not one per test image."""
     test_ids = split.metadata.iloc[split.test]["image_id"].to_numpy()
     paths = _test_paths(split)
     tables = []
     for result in results:
-        if len(result["predicted"]) != len(test_ids):
-            raise ValueError(f"{result['label']}: {len(result['predicted'])} predictions for {len(test_ids)} test images of the split")
-        tables.append(pd.DataFrame({"row": result["label"], **columns, "backbone": result["backbone"], "image_id": test_ids, "true_mos": result["true"], "predicted_mos": result["predicted"], **paths}))
-    return pd.concat(tables, ignore_index=True) if tables else pd.DataFrame(columns=["row", *columns, "backbone", "image_id", "true_mos", "predicted_mos", *paths])
+        for seed, predicted in result.get("seed_predictions") or [(result["seed"], result["predicted"])]:
+            if len(predicted) != len(test_ids):
+                raise ValueError(f"{result['label']}: {len(predicted)} predictions for {len(test_ids)} test images of the split")
+            tables.append(pd.DataFrame({"row": result["label"], **columns, "seed": seed, "backbone": result["backbone"], "image_id": test_ids, "true_mos": result["true"], "predicted_mos": predicted, **paths}))
+    return pd.concat(tables, ignore_index=True) if tables else pd.DataFrame(columns=["row", *columns, "seed", "backbone", "image_id", "true_mos", "predicted_mos", *paths])

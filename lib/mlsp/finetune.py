@@ -24,13 +24,13 @@ CROP = 224
 FEED_WORKERS = max(1, min(16, os.cpu_count() or 1))
 
 
-def finetune_model(backbone, row) -> keras.Model:
+def finetune_model(backbone, row, batch_norm_momentum: float = heads.DEFAULT_BATCH_NORM_MOMENTUM) -> keras.Model:
     """image -> narrow MLSP of the row's blocks -> the row's head, one trainable model."""
     blocks = backbone.block_layers[-row.last_blocks :] if row.last_blocks else backbone.block_layers
     extractor = mlsp_model(backbone, kinds=("narrow",), blocks=blocks)
     channels = [int(backbone.model.get_layer(name).output.shape[-1]) for name in blocks]
     boundaries = [0] + list(np.cumsum(channels).astype(int))
-    head = heads.build(row.head, boundaries[-1], boundaries, row.dropout)
+    head = heads.build(row.head, boundaries[-1], boundaries, row.dropout, batch_norm_momentum)
     inputs = keras.Input(shape=(None, None, 3), name="image")
     return keras.Model(inputs, head(extractor(inputs)["narrow"]), name=f"finetune_{row.head}")
 
@@ -103,7 +103,7 @@ def run_finetune_row(row, backbone_loader, images: np.ndarray, split, protocol: 
     started = time.perf_counter()
     with distribute.scope(protocol.distribute):  # "mirrored": backbone and head on every GPU
         backbone = backbone_loader()
-        model = finetune_model(backbone, row)
+        model = finetune_model(backbone, row, protocol.batch_norm_momentum)
     mos = split.mos
     train.start_at_mean(model.layers[-1], float(mos[split.train].mean()))
     train.compile_head(model, protocol)
@@ -125,7 +125,7 @@ def run_finetune_row(row, backbone_loader, images: np.ndarray, split, protocol: 
     evaluation = metrics.evaluate(predicted, mos[split.test], seed=seed, threshold=split.scale.accuracy_threshold, score_range=split.scale.score_range)
     print(f"{row.label:<20} fine-tuned {backbone.name}: {len(record['loss'])} epochs in {time.perf_counter() - started:5.1f} s, test SRCC {evaluation['srcc']:.3f}", flush=True)
     return {
-        "label": row.label, "head": row.head, "backbone": backbone.name, "weights": str(backbone.weights),
+        "label": row.label, "head": row.head, "backbone": backbone.name, "weights": str(backbone.weights), "seed": seed,
         "parameters": int(model.count_params()), "epochs": len(record["loss"]), "history": record,
         "predicted": predicted, "true": mos[split.test], **evaluation,
     }

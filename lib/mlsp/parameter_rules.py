@@ -319,6 +319,7 @@ RULES = {
     "patience": Count(),
     "max_epochs": Count(),
     "batch_size": Count(),
+    "batch_norm_momentum": Fraction(),  # mlsp.heads; 0 would keep only the last batch's statistics, 1 never update them
     "epochs": Count(),
     "jit_compile": Flag(),
     "graph_optimizer": Choice("graph optimizer setting"),  # mlsp.train.configure_graph_optimizer

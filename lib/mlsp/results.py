@@ -151,11 +151,16 @@ def load_metrics(profile: str, results_root: Path = RESULTS_DIR) -> dict[str, di
     return found
 
 
+# The keys of an expected.yaml leaf (mlsp.check): a dict holding one of them is a leaf, not a subtree.
+EXPECTED_RULE_KEYS = frozenset({"value", "tolerance", "interval_contains", "min"})
+
+
 def flatten(tree: dict, prefix: str = "") -> dict[str, object]:
+    """{"a/b/c": leaf} for a nested dict; a dict with a key of EXPECTED_RULE_KEYS is a leaf."""
     flat = {}
     for key, value in tree.items():
         name = f"{prefix}/{key}" if prefix else str(key)
-        if isinstance(value, dict) and not ({"value", "tolerance"} <= set(value)):
+        if isinstance(value, dict) and not (EXPECTED_RULE_KEYS & set(value)):
             flat.update(flatten(value, name))
         else:
             flat[name] = value

@@ -60,6 +60,7 @@ class Protocol:
     batch_size: int = 128
     jit_compile: bool = False  # XLA lost on CPU here (Pool-3FC 0.83x, benchmarks/training.py)
     distribute: str = "none"  # "mirrored": all visible GPUs share each batch of batch_size (mlsp.distribute)
+    batch_norm_momentum: float = 0.99  # the heads' BatchNormalization (mlsp.heads: why small profiles lower it)
 
 
 class FeatureBatches(keras.utils.PyDataset):
