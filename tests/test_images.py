@@ -295,9 +295,23 @@ def test_decompression_bomb_is_a_per_file_error(tmp_path):
         with pytest.raises(images.ImageError) as error:
             call(bomb)
         assert str(error.value).startswith(f"{bomb}: 900000000 pixels exceeds the limit of {images.MAX_PIXELS}")
-        assert "decompression-bomb" in str(error.value)
+        assert "decompression-bomb" in str(error.value) and "MLSP_MAX_PIXELS=900000000" in str(error.value)  # how to let it through
     width, height, reason = data.image_info(bomb)
     assert (width, height) == (0, 0) and reason.startswith("unreadable: 900000000 pixels exceeds")
+
+
+def test_the_pixel_limit_is_raised_from_the_environment_and_a_bad_value_is_named(tmp_path):
+    assert images.pixel_limit_from_environment({}) == 250_000_000
+    assert images.pixel_limit_from_environment({"MLSP_MAX_PIXELS": " 4e8 "}) == 400_000_000
+    for bad in ("0", "-5", "many", "nan", "inf"):
+        with pytest.raises(ValueError, match=rf"MLSP_MAX_PIXELS='{bad}': must be a positive number of pixels"):
+            images.pixel_limit_from_environment({"MLSP_MAX_PIXELS": bad})
+    # the header of a 900 MP file passes in a fresh process started with the limit its error suggests
+    bomb = tmp_path / "bomb.png"
+    bomb.write_bytes(png_bytes(30000, 30000, 8, 0, None))
+    code = "import sys; from mlsp import images; print(images.read_size(sys.argv[1]), images.MAX_PIXELS)"
+    done = subprocess.run([sys.executable, "-c", code, str(bomb)], env={**os.environ, "MLSP_MAX_PIXELS": "900000000"}, capture_output=True, text=True)
+    assert done.returncode == 0 and done.stdout.split() == ["(30000,", "30000)", "900000000"], done.stderr
 
 
 def test_pixel_limit_boundary_and_no_warning_below_it(tmp_path, monkeypatch):

@@ -28,6 +28,7 @@ after JPEG draft mode) and refuses one over `MAX_DECODE_BYTES`, again before any
 """
 from __future__ import annotations
 
+import math
 import numbers
 import os
 import stat
@@ -36,34 +37,46 @@ from pathlib import Path
 import numpy as np
 from PIL import ExifTags, Image, ImageFile, ImageOps, UnidentifiedImageError
 
-# Above the largest camera sensors (200 MP phones, 150 MP medium format) and far below a bomb
-# (a 30000x30000 PNG of zeros is a few kB). A full decode at the limit is ~750 MB of 8-bit RGB;
-# with `max_side`, JPEGs are decoded at a fraction of that (draft mode).
-MAX_PIXELS = 250_000_000
-# Peak memory of one decode. measure_images decodes in 8 threads, so a whole data set peaks near
-# 8 GiB at worst, within an ordinary 16 GB machine. 1 GiB holds the largest camera frames as
-# stored: a 102 MP RGB file (Fujifilm GFX100) at full size is ~1.0 GB (10 bytes a pixel, below), a
-# 50 MP one half of that; with `max_side` a JPEG is decoded at a fraction of its size (draft mode).
-# A user with a genuine larger file and the memory for it raises the limit from outside, for the
-# notebooks and `mlsp score` alike: MLSP_MAX_DECODE_GIB=4.
+# Both limits are raised from outside by a user with a genuine larger file and the memory for it, for
+# the notebooks and `mlsp score` alike: MLSP_MAX_PIXELS=400000000, MLSP_MAX_DECODE_GIB=4.
+PIXEL_LIMIT_ENV = "MLSP_MAX_PIXELS"
 DECODE_LIMIT_ENV = "MLSP_MAX_DECODE_GIB"
+
+
+def positive_from_environment(name: str, default: float, meaning: str, environment=os.environ) -> float:
+    """The environment variable `name` as a positive finite number, or `default` when it is unset or
+    blank. Raises ValueError naming the variable and what it means for any other value."""
+    text = environment.get(name, "").strip()
+    if not text:
+        return default
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not (value > 0 and math.isfinite(value)):
+        raise ValueError(f"{name}={text!r}: must be a positive number of {meaning}")
+    return value
+
+
+def pixel_limit_from_environment(environment=os.environ) -> int:
+    """MAX_PIXELS: MLSP_MAX_PIXELS when set, else 250 million. Above the largest camera sensors (200 MP
+    phones, 150 MP medium format) and far below a bomb (a 30000x30000 PNG of zeros is a few kB). A full
+    decode at the limit is ~750 MB of 8-bit RGB; with `max_side`, JPEGs are decoded at a fraction of that
+    (draft mode). Raises ValueError naming the variable for a value that is not a positive number."""
+    return int(positive_from_environment(PIXEL_LIMIT_ENV, 250_000_000, "pixels (the largest width x height an image may have), e.g. 400000000", environment))
 
 
 def decode_limit_from_environment(environment=os.environ) -> int:
     """MAX_DECODE_BYTES in bytes: MLSP_MAX_DECODE_GIB (GiB, a positive number) when set, else 1 GiB.
+    Peak memory of one decode: measure_images decodes in 8 threads, so a whole data set peaks near 8 GiB
+    at worst, within an ordinary 16 GB machine. 1 GiB holds the largest camera frames as stored: a 102 MP
+    RGB file (Fujifilm GFX100) at full size is ~1.0 GB (10 bytes a pixel, below), a 50 MP one half of
+    that; with `max_side` a JPEG is decoded at a fraction of its size (draft mode).
     Raises ValueError naming the variable for a value that is not a positive finite number."""
-    text = environment.get(DECODE_LIMIT_ENV, "").strip()
-    if not text:
-        return 2**30
-    try:
-        gib = float(text)
-    except ValueError:
-        gib = float("nan")
-    if not (gib > 0 and gib != float("inf")):
-        raise ValueError(f"{DECODE_LIMIT_ENV}={text!r}: must be a positive number of GiB (the largest memory one image may take to decode), e.g. 4")
-    return int(gib * 2**30)
+    return int(positive_from_environment(DECODE_LIMIT_ENV, 1.0, "GiB (the largest memory one image may take to decode), e.g. 4", environment) * 2**30)
 
 
+MAX_PIXELS = pixel_limit_from_environment()
 MAX_DECODE_BYTES = decode_limit_from_environment()
 WHITE = (255, 255, 255)
 ORIENTATION_TAG = ExifTags.Base.Orientation
@@ -96,7 +109,8 @@ def check_pixels(path, size: tuple[int, int]) -> None:
         raise ImageError(
             path,
             f"{pixels} pixels exceeds the limit of {MAX_PIXELS} (decompression-bomb guard; the header says "
-            f"{size[0]}x{size[1]}; raise mlsp.images.MAX_PIXELS if the file is genuine)",
+            f"{size[0]}x{size[1]}; if the file is genuine, raise the limit with the environment variable "
+            f"{PIXEL_LIMIT_ENV}, e.g. {PIXEL_LIMIT_ENV}={pixels})",
         )
 
 
