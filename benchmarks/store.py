@@ -13,8 +13,19 @@
    each with the page cache dropped first (when allowed) and again warm. Per record: seconds, bytes
    HDF5 asked the OS for (rchar) and bytes read from the disk (read_bytes), from /proc/self/io.
 3. Bytes per record asked of the OS for the paper's shapes (IV3 / IRv2, narrow and wide).
+4. Parallel readers (`--sections readers`): batches of 128 random (image, view) records read as
+   today's FeatureBatches read them before parallel readers (h5py, one record per call) and with
+   FeatureReader.read_pairs at 1, 2, 4, 8 and 16 reader threads, side by side, from a store evicted
+   from the page cache before each measurement (evict_from_page_cache, checked by the bytes read from
+   the disk in /proc/self/io) and from the page cache. Two record sizes: 5x5x2048 (102 kB, --images
+   x 8 views) and IRv2 wide, 5x5x16928 (846 kB, --wide-images x 8 views). From the disk each
+   measurement reads records no other one reads (a disk or its host may cache what it just served);
+   from the page cache all read the same records, read once untimed first.
 
-Prints `ratio <what>: <value>` lines; a ratio above 1 favours one view per chunk.
+    python benchmarks/store.py --sections readers [--images 3000] [--wide-images 1500] [--dir /tmp]
+
+Sections 1-3 print `ratio <what>: <value>` lines where a ratio above 1 favours one view per chunk;
+section 4's ratios are images/s of N readers over h5py's one-record-per-call reads (and over 1 reader).
 """
 from __future__ import annotations
 
@@ -28,7 +39,8 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from mlsp.store import FeatureReader, FeatureWriter, record_chunk
+from ava_scale import evict_from_page_cache
+from mlsp.store import WRITTEN, FeatureReader, FeatureWriter, record_chunk
 
 VIEWS = 8
 AVA_IMAGES = 255_530
@@ -189,21 +201,143 @@ def paper_shapes(directory: Path, images: int) -> None:
         print(f"ratio {label} bytes asked per training record (1,8)/(1,1): {asked['(1,8)'] / asked['(1,1)']:.2f}")
 
 
+# ------------------------------------------------------------------------------ 4 parallel readers
+
+READER_COUNTS = (1, 2, 4, 8, 16)
+AVA_TRAINABLE = 235_530  # AVA's train + validation images: one record each per epoch
+FILL_SLICE = 64e6  # bytes per write while filling: a disk-bound fill, not one call per image
+
+
+def marker(rows: np.ndarray, views: np.ndarray) -> np.ndarray:
+    """The value written as the first feature of record (row, view): exact in float16."""
+    return ((rows * VIEWS + views) % 2048).astype(np.float16)
+
+
+def fill_in_slices(path: Path, images: int, shape: tuple) -> float:
+    """A kit store (FeatureWriter's layout) with every record written, in slices of ~FILL_SLICE bytes,
+    then fsync'd; each record's first feature is marker(row, view). Returns seconds."""
+    record_bytes = VIEWS * int(np.prod(shape)) * 2
+    per_write = max(1, int(FILL_SLICE // record_bytes))
+    base = np.random.default_rng(0).standard_normal((per_write, VIEWS, *shape), dtype=np.float32).astype(np.float16)
+    start = time.perf_counter()
+    with FeatureWriter(path, [str(i) for i in range(images)], VIEWS, shape) as writer:
+        for first in range(0, images, per_write):
+            block = base[: min(per_write, images - first)]
+            rows = np.arange(first, first + len(block))
+            block.reshape(len(block), VIEWS, -1)[:, :, 0] = marker(rows[:, None], np.arange(VIEWS)[None, :])
+            writer.features[first : first + len(block)] = block
+        writer.done_flags[:] = WRITTEN
+    with open(path, "rb") as handle:
+        os.fsync(handle.fileno())
+    return time.perf_counter() - start
+
+
+def read_batches(reader: FeatureReader, batches: list, readers: int | None) -> np.ndarray:
+    """Read every batch (rows, views); readers None: h5py one record per call, as FeatureBatches
+    read before read_pairs. Returns the last batch (checked by the caller)."""
+    for rows, views in batches:
+        if readers is None:
+            out = np.stack([reader.features[int(row), int(view)] for row, view in zip(rows, views)])
+        else:
+            out = reader.read_pairs(rows, views, readers)
+    return out
+
+
+def timed_read(reader: FeatureReader, batches: list, readers: int | None, cold: bool) -> dict:
+    """images/s and the share of the bytes that came from the disk, for one read of `batches`."""
+    if cold:
+        evict_from_page_cache(reader.path)
+    else:
+        read_batches(reader, batches, readers)  # into the page cache
+    before, start = io_counters(), time.perf_counter()
+    last = read_batches(reader, batches, readers)
+    seconds = time.perf_counter() - start
+    disk = io_counters()["read_bytes"] - before["read_bytes"]
+    rows, views = batches[-1]
+    assert np.array_equal(last.reshape(len(rows), -1)[:, 0], marker(rows, views)), "a record read back wrong"
+    images = sum(len(rows) for rows, _ in batches)
+    return {"images_per_s": images / seconds, "disk_share": disk / (images * last[0].nbytes)}
+
+
+def draw_batches(images: int, count: int, batch: int, seed: int) -> list[list]:
+    """`count` disjoint lists of batches of `batch` random (row, view) records, none repeated."""
+    records = np.random.default_rng(seed).permutation(images * VIEWS)
+    per_list = len(records) // count
+    batches = max(1, per_list // batch)
+    return [[(chosen // VIEWS, chosen % VIEWS) for chosen in np.split(records[index * per_list : index * per_list + batches * batch], batches)] for index in range(count)]
+
+
+def parallel_readers(directory: Path, images: int, shape: tuple, rounds: int, max_batches: int, batch: int = 128) -> None:
+    record_bytes = int(np.prod(shape)) * 2
+    path = directory / "readers.h5"
+    seconds = fill_in_slices(path, images, shape)
+    size = images * VIEWS * record_bytes
+    print(f"\n== parallel readers: {images} images x {VIEWS} x {shape} float16 ({record_bytes / 1e3:.0f} kB per view, {size / 1e9:.2f} GB), written in {seconds:.1f} s")
+    methods = [None, *READER_COUNTS]
+    name = {None: "h5py, 1 per call", **{count: f"{count:2d} reader{'s' if count > 1 else ''}" for count in READER_COUNTS}}
+    results = {(method, cold): [] for method in methods for cold in (True, False)}
+    # from the disk, every measurement reads records of its own; from the page cache, all read the same
+    cold_lists = draw_batches(images, rounds * len(methods), batch, seed=7)
+    warm_list = draw_batches(images, 1, batch, seed=8)[0][:max_batches]
+    with FeatureReader(path) as reader:
+        reader.read_pairs([0], [0])  # the offset table, made once per opened store
+        for round_index in range(rounds):
+            # alternate the order, so drift in the machine's load does not favour one end
+            order = methods if round_index % 2 == 0 else methods[::-1]
+            for position, method in enumerate(order):
+                chosen = cold_lists[round_index * len(methods) + position][:max_batches]
+                results[method, True].append(timed_read(reader, chosen, method, cold=True))
+            for method in order:
+                results[method, False].append(timed_read(reader, warm_list, method, cold=False))
+    counted = min(max_batches, len(cold_lists[0]))
+    print(f"records per measurement: {counted * batch} from the disk ({counted} batches of {batch}), {len(warm_list) * batch} from the page cache; "
+          f"median of {rounds} rounds; disk share = bytes read from the disk / bytes of the records")
+    median = {key: {field: statistics.median(run[field] for run in runs) for field in ("images_per_s", "disk_share")} for key, runs in results.items()}
+    for cold in (True, False):
+        for method in methods:
+            result = median[method, cold]
+            state = "disk" if cold else "page cache"
+            epoch = AVA_TRAINABLE / result["images_per_s"] / 60
+            print(f"{state:10s} {name[method]:16s} {result['images_per_s']:9.0f} images/s  {result['images_per_s'] * record_bytes / 1e6:7.0f} MB/s  "
+                  f"from disk {result['disk_share'] * 100:4.0f} %  (an AVA epoch, {AVA_TRAINABLE:,} such records: {epoch:5.1f} min)")
+    for cold in (True, False):
+        state = "disk" if cold else "page cache"
+        for count in READER_COUNTS:
+            print(f"ratio {state} {shape[-1]} channels images/s {count} reader{'s' if count > 1 else ''} / h5py: {median[count, cold]['images_per_s'] / median[None, cold]['images_per_s']:.2f}")
+        for count in READER_COUNTS[1:]:
+            print(f"ratio {state} {shape[-1]} channels images/s {count} readers / 1 reader: {median[count, cold]['images_per_s'] / median[1, cold]['images_per_s']:.2f}")
+    path.unlink()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--sections", default="creation,reads,paper,readers", help="comma-separated: creation, reads, paper, readers")
     parser.add_argument("--images", type=int, default=3000)
     parser.add_argument("--channels", type=int, default=2048)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--create-gb", type=float, default=3.0)
     parser.add_argument("--paper-images", type=int, default=48)
+    parser.add_argument("--wide-images", type=int, default=1500, help="images of the IRv2 wide store of the readers section")
+    parser.add_argument("--reader-batches", type=int, default=10, help="batches of 128 per measurement in the readers section (fewer when the store runs out of unread records)")
     parser.add_argument("--dir", default=None, help="where the temporary stores go (default: the system's temporary folder)")
     args = parser.parse_args()
-    print(f"h5py {h5py.version.version}, HDF5 {h5py.version.hdf5_version}; page cache can be dropped: {drop_page_cache()}")
+    sections = set(args.sections.split(","))
+    # dropping the whole page cache is for section 2 only (the readers section evicts its own file)
+    droppable = drop_page_cache() if "reads" in sections else "not tried"
+    print(f"h5py {h5py.version.version}, HDF5 {h5py.version.hdf5_version}; page cache can be dropped: {droppable}; "
+          f"{os.cpu_count()} CPUs, load average {' '.join(f'{load:.2f}' for load in os.getloadavg())}")
     with tempfile.TemporaryDirectory(dir=args.dir) as folder:
         directory = Path(folder)
-        creation(directory, args.create_gb)
-        reads(directory, args.images, args.channels, args.rounds)
-        paper_shapes(directory, args.paper_images)
+        if "creation" in sections:
+            creation(directory, args.create_gb)
+        if "reads" in sections:
+            reads(directory, args.images, args.channels, args.rounds)
+        if "paper" in sections:
+            paper_shapes(directory, args.paper_images)
+        if "readers" in sections:
+            parallel_readers(directory, args.images, (5, 5, args.channels), args.rounds, args.reader_batches)
+            parallel_readers(directory, args.wide_images, (5, 5, PAPER_SHAPES["IRv2 wide"][-1]), args.rounds, args.reader_batches)
+    print(f"load average at the end: {' '.join(f'{load:.2f}' for load in os.getloadavg())}")
 
 
 if __name__ == "__main__":

@@ -12,7 +12,7 @@ import pytest
 
 from conftest import REPO
 from mlsp import data, embedded
-from mlsp.store import FeatureReader, FeatureWriter, StoreMismatch, merge_shards, store_path
+from mlsp.store import FeatureReader, FeatureWriter, StoreMismatch, UnsupportedLayout, merge_shards, record_offsets, store_path
 
 EXTRACT_SCRIPT = textwrap.dedent(
     """
@@ -220,3 +220,96 @@ def test_a_store_of_another_shape_or_order_says_which_in_plain_numbers(tmp_path)
     assert mismatch(path, ["b", "a"], 1, (4,)) == f"{path}: made for the same 2 images in another order"
     with pytest.raises(StoreMismatch, match=r"store.h5: features of shape \(2, 1, 4\), not \(2, 1, 5\); delete it .* or give notebook 01 another work_dir"):
         FeatureWriter(path, ["a", "b"], 1, (np.int64(5),))
+
+
+# ---------------------------------------------------------------- parallel reads around h5py
+
+READER_COUNTS = (1, 2, 3, 8, 16)
+
+
+def h5py_records(reader, rows, views) -> np.ndarray:
+    """The reference: one record per h5py call, as FeatureBatches read before read_pairs."""
+    return np.stack([reader.features[int(row), int(view)] for row, view in zip(rows, views)])
+
+
+def random_pairs(images: int, views: int, count: int, seed: int = 0):
+    rng = np.random.default_rng(seed)
+    return rng.integers(0, images, count), rng.integers(0, views, count)
+
+
+def store_file(path, features: np.ndarray, **dataset_options):
+    """A store file written with h5py directly, for layouts the kit does not make itself."""
+    with h5py.File(path, "w") as handle:
+        handle.create_dataset("features", data=features, **dataset_options)
+        handle.create_dataset("image_ids", data=np.array([str(i) for i in range(len(features))], dtype=object), dtype=h5py.string_dtype())
+        handle.create_dataset("done", data=np.ones(len(features), np.uint8))
+    return path
+
+
+def test_parallel_reads_equal_h5py_reads_in_a_sparse_kit_store(tmp_path):
+    """Only every third image written: unwritten records (allocated, never written) read the same
+    bytes both ways, written ones their features, for any number of reader threads."""
+    array = np.random.default_rng(0).normal(size=(23, 8, 3, 3, 7)).astype(np.float16)
+    with FeatureWriter(tmp_path / "s.h5", [str(i) for i in range(23)], 8, (3, 3, 7)) as writer:
+        for index in range(0, 23, 3):
+            writer.write(index, array[index])
+    rows, views = random_pairs(23, 8, 200)
+    with FeatureReader(tmp_path / "s.h5") as reader:
+        assert reader.direct_problem is None  # the kit's own layout is read around h5py, not through it
+        expected = h5py_records(reader, rows, views)
+        written = rows % 3 == 0
+        np.testing.assert_array_equal(expected[written], array[rows[written], views[written]])
+        for readers in READER_COUNTS:
+            got = reader.read_pairs(rows, views, readers)
+            assert got.dtype == np.float16 and got.shape == (200, 3, 3, 7)
+            np.testing.assert_array_equal(got, expected)
+        assert reader.read_pairs([], [], 4).shape == (0, 3, 3, 7)
+        with pytest.raises(IndexError, match="s.h5"):
+            reader.read_pairs([23], [0])
+
+
+@pytest.mark.parametrize("options", [
+    {"chunks": (1, 8, 3, 4)},  # one image per chunk: the layout before issue 12
+    {"chunks": (2, 3, 3, 4)},  # several records per chunk, partial chunks at both edges
+    {},  # contiguous
+], ids=["image-per-chunk", "partial-edge-chunks", "contiguous"])
+def test_parallel_reads_find_records_inside_chunks_and_contiguous_data(tmp_path, options):
+    array = np.random.default_rng(1).normal(size=(7, 8, 3, 4)).astype(np.float16)
+    rows, views = random_pairs(7, 8, 120, seed=1)
+    with FeatureReader(store_file(tmp_path / "s.h5", array, **options)) as reader:
+        assert reader.direct_problem is None
+        for readers in READER_COUNTS:
+            np.testing.assert_array_equal(reader.read_pairs(rows, views, readers), array[rows, views])
+
+
+def test_a_record_whose_chunk_was_never_allocated_fails_naming_the_file(tmp_path):
+    """h5py's default allocates a chunk when it is first written: the others have no place in the file."""
+    array = np.random.default_rng(2).normal(size=(6, 8, 5)).astype(np.float16)
+    with h5py.File(tmp_path / "late.h5", "w") as handle:
+        features = handle.create_dataset("features", shape=array.shape, dtype=np.float16, chunks=(1, 1, 5))
+        features[2] = array[2]
+        features[4, 3] = array[4, 3]
+        handle.create_dataset("image_ids", data=np.array([str(i) for i in range(6)], dtype=object), dtype=h5py.string_dtype())
+        handle.create_dataset("done", data=np.zeros(6, np.uint8))
+    with FeatureReader(tmp_path / "late.h5") as reader:
+        rows, views = np.array([2, 4, 2, 2]), np.array([0, 3, 7, 5])
+        for readers in READER_COUNTS:
+            np.testing.assert_array_equal(reader.read_pairs(rows, views, readers), h5py_records(reader, rows, views))
+        with pytest.raises(LookupError, match=r"late\.h5.*never written.*image 4 view 2"):
+            reader.read_pairs([2, 4], [1, 2], 2)
+
+
+@pytest.mark.parametrize("options, why", [
+    ({"chunks": (1, 1, 3, 4), "compression": "gzip"}, "filtered"),
+    ({"chunks": (1, 1, 3, 2)}, "split a record"),
+], ids=["compressed", "chunks-split-records"])
+def test_a_layout_without_fixed_record_offsets_falls_back_to_h5py_and_says_so(tmp_path, options, why):
+    array = np.random.default_rng(3).normal(size=(5, 8, 3, 4)).astype(np.float16)
+    rows, views = random_pairs(5, 8, 40, seed=3)
+    with FeatureReader(store_file(tmp_path / "odd.h5", array, **options)) as reader:
+        assert why in reader.direct_problem
+        with pytest.warns(UserWarning, match=rf"odd\.h5.*{why}"):
+            got = reader.read_pairs(rows, views, 4)
+        np.testing.assert_array_equal(got, array[rows, views])
+        with pytest.raises(UnsupportedLayout, match=why):
+            record_offsets(reader.features)

@@ -139,6 +139,37 @@ def test_parallel_readers_serve_the_same_batches_for_the_same_seed(tmp_path):
     assert not np.array_equal(served(4, seed=6)[0], one[0])
 
 
+def test_reader_threads_serve_the_batches_of_memory_for_the_same_seed(tmp_path):
+    """Batches (rows, views, feature values) are bit-identical for 1 and N reader threads, with
+    Keras' workers too, and equal the in-memory array's batches; every epoch draws anew."""
+    from keras.src.trainers.data_adapters.py_dataset_adapter import PyDatasetAdapter
+
+    array = written_store(tmp_path / "s.h5", 45, 5, seed=2)
+    mos = np.arange(45, dtype=np.float32)
+
+    def epochs(source, readers=1, workers=1):
+        batches = train.FeatureBatches(source, np.arange(45), mos, batch_size=16, seed=9, fill_last=True, readers=readers, workers=workers)
+        adapter = PyDatasetAdapter(batches, shuffle=False)
+        served = []
+        for _ in range(3):
+            adapter.on_epoch_begin()
+            served.append([(x, y) for x, y in adapter.get_numpy_iterator()])
+            adapter.on_epoch_end()
+        return served
+
+    expected = epochs(array)
+    with FeatureReader(tmp_path / "s.h5") as reader:
+        assert reader.direct_problem is None
+        for readers, workers in ((1, 1), (4, 1), (16, 1), (8, 3)):
+            got = epochs(reader, readers, workers)
+            for epoch_expected, epoch_got in zip(expected, got, strict=True):
+                for (x_expected, y_expected), (x_got, y_got) in zip(epoch_expected, epoch_got, strict=True):
+                    assert x_got.dtype == np.float32
+                    np.testing.assert_array_equal(x_got, x_expected)
+                    np.testing.assert_array_equal(y_got, y_expected)
+    assert not np.array_equal(expected[0][0][0], expected[1][0][0])
+
+
 def test_fused_adam_follows_keras_adam_and_survives_save_and_load(tmp_path):
     """FusedAdam (TensorFlow's ResourceApplyAdam) must be the same rule as Keras' Adam: after 30
     steps with a learning-rate change the weights agree to float32 rounding, while a different

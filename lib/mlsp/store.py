@@ -41,12 +41,19 @@ the same, ~50 us) and a write of 8 chunks per image (3.4 ms instead of 1.0, besi
 and resumable: neither reading nor writing depends on the chunk shape.
 
 Reads use contiguous slices or one record at a time: h5py's fancy indexing (ds[[i, j, k]]) is
-10-60x slower on this layout.
+10-60x slower on this layout. Training's random records go around h5py (`FeatureReader.read_pairs`):
+the features are uncompressed, so each record lies at a fixed byte offset in the file, and several
+threads read records with os.preadv at once; h5py runs one call at a time (a global lock), which
+leaves a disk with one small read in flight.
 """
 from __future__ import annotations
 
 import csv
 import errno
+import os
+import threading
+import warnings
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import h5py
@@ -217,8 +224,97 @@ class FeatureWriter(_OpenFile):
 
 
 
+# Reader threads per batch (FeatureReader.read_pairs, mlsp.train.FeatureBatches), from
+# benchmarks/store.py --sections readers (benchmarks/measured/store_readers.log; batches of 128 random
+# records, 2 busy cores, a virtio disk). From the disk, 8 readers against 1 (and h5py, one per call):
+# 102 kB views 3,048 vs 1,516 (1,093) images/s; IRv2 wide 846 kB views 377 vs 295 (162) images/s, the
+# disk then near its ~300-450 MB/s. From the page cache threads neither helped nor hurt clearly (8 vs 1:
+# 0.91-0.94x; 16: 1.03-1.53x), while any pread beat h5py 3-4x. 4-16 were within the noise of each other
+# from the disk; 8 was best or near it for both sizes in two runs.
+DEFAULT_READERS = 8
+
+
+class UnsupportedLayout(ValueError):
+    """The features' layout does not allow reading records at byte offsets; the message says why."""
+
+
+class UnwrittenRecord(LookupError):
+    """A record has no space in the file (its chunk was never allocated): it was never written."""
+
+
+def direct_read_problem(dataset: h5py.Dataset) -> str | None:
+    """Why the records [row, view] of `dataset` cannot be read straight from the file at byte
+    offsets, or None when they can: an uncompressed, unfiltered chunked or contiguous dataset, in a
+    file of HDF5's default driver (sec2) with no user block, each chunk holding whole records."""
+    if not hasattr(os, "preadv"):
+        return "os.preadv is not available on this system"
+    if dataset.file.driver != "sec2":
+        return f"the file is opened with HDF5's {dataset.file.driver!r} driver, not sec2"
+    if dataset.file.id.get_create_plist().get_userblock():
+        return "the file has a user block (HDF5 addresses would not be file offsets)"
+    plist = dataset.id.get_create_plist()
+    layout = plist.get_layout()
+    if layout not in (h5py.h5d.CHUNKED, h5py.h5d.CONTIGUOUS):
+        return "its layout is neither chunked nor contiguous (compact or virtual)"
+    if plist.get_external_count():
+        return "its data lives in external files"
+    if plist.get_nfilters():
+        names = [plist.get_filter(index)[3].decode(errors="replace") for index in range(plist.get_nfilters())]
+        return f"it is filtered ({', '.join(names)}): a chunk's bytes are not the features"
+    if layout == h5py.h5d.CHUNKED and tuple(dataset.chunks[2:]) != tuple(dataset.shape[2:]):
+        return f"its chunks {dataset.chunks} split a record {tuple(dataset.shape[2:])}"
+    if layout == h5py.h5d.CHUNKED and not hasattr(dataset.id, "chunk_iter"):
+        return "this h5py/HDF5 cannot list chunks in one pass (chunk_iter needs HDF5 >= 1.12.3)"
+    return None
+
+
+def record_offsets(dataset: h5py.Dataset) -> np.ndarray:
+    """[N, V] int64: the byte offset in the file of each record dataset[row, view], -1 where its
+    chunk was never allocated. One pass over the chunk index (chunk_iter: ~0.65 s per 400,000 chunks
+    here; looking chunks up one by one with get_chunk_info_by_coord took 22 ms each).
+    Raises UnsupportedLayout when direct_read_problem names a problem."""
+    problem = direct_read_problem(dataset)
+    if problem:
+        raise UnsupportedLayout(problem)
+    rows, views = dataset.shape[:2]
+    record_bytes = int(np.prod(dataset.shape[2:], dtype=np.int64)) * dataset.dtype.itemsize
+    if dataset.id.get_create_plist().get_layout() == h5py.h5d.CONTIGUOUS:
+        start = dataset.id.get_offset()  # None until the data has space in the file
+        if start is None:
+            return np.full((rows, views), -1, dtype=np.int64)
+        return start + np.arange(rows * views, dtype=np.int64).reshape(rows, views) * record_bytes
+    offsets = np.full((rows, views), -1, dtype=np.int64)
+    chunk_rows, chunk_views = dataset.chunks[:2]
+    # a chunk is stored whole (edge chunks too), records in C order: (row, view) within it
+    within = (np.arange(chunk_rows)[:, None] * chunk_views + np.arange(chunk_views)[None, :]) * record_bytes
+
+    def place(info) -> None:
+        row, view = info.chunk_offset[:2]
+        block = offsets[row : row + chunk_rows, view : view + chunk_views]
+        block[...] = info.byte_offset + within[: block.shape[0], : block.shape[1]]
+
+    dataset.id.chunk_iter(place)
+    return offsets
+
+
+def pread_records(descriptor: int, offsets: np.ndarray, out: np.ndarray, path) -> None:
+    """Read record i (out[i].nbytes bytes) at file offset offsets[i] into out[i], for every i.
+
+    os.preadv releases the GIL and takes its own offset, so threads share `descriptor`. Raises
+    OSError naming `path` when the file ends before a record does (a truncated store)."""
+    flat = out.reshape(len(out), -1).view(np.uint8)
+    for position, offset in enumerate(offsets):
+        target, done = flat[position], 0
+        while done < target.nbytes:
+            got = os.preadv(descriptor, [target[done:]], int(offset) + done)
+            if got == 0:
+                raise OSError(f"{path}: the file ends inside a record at byte {int(offset) + done}; the store is truncated")
+            done += got
+
+
 class FeatureReader(_OpenFile):
-    """Read a store: `ids`, `done`, contiguous slices, or records one at a time."""
+    """Read a store: `ids`, `done`, contiguous slices, records one at a time, or records read in
+    parallel around h5py (`read_pairs`)."""
 
     def __init__(self, path):
         self.path = Path(path)
@@ -233,6 +329,9 @@ class FeatureReader(_OpenFile):
         self.failed = self.status == FAILED
         self.pending = self.status == PENDING
         self.attrs = dict(self.handle.attrs)
+        self._direct_lock = threading.Lock()
+        self._offsets, self._descriptor, self._pools, self._warned = None, None, {}, False
+        self.direct_problem = direct_read_problem(self.features)
 
     def failure_reasons(self) -> dict[str, str]:
         """image id -> reason, for the images whose status is FAILED."""
@@ -254,6 +353,72 @@ class FeatureReader(_OpenFile):
 
     def read_all(self) -> np.ndarray:
         return self.features[:]
+
+    def read_pairs(self, rows, views, readers: int = DEFAULT_READERS) -> np.ndarray:
+        """[len(rows), *feature_shape] in the store's dtype (float16): record (rows[i], views[i]) at i,
+        the same bytes as features[rows[i], views[i]] through h5py.
+
+        `readers` threads read the records with os.preadv at their byte offsets (record_offsets, found
+        on the first call); 1 reads them in the calling thread. When the layout does not allow that
+        (compressed or filtered, say: `direct_problem` says why) the records are read one at a time
+        through h5py, with a warning naming the file, once. Raises UnwrittenRecord naming the file and
+        the record when a record's chunk was never allocated, and IndexError for a row or view out of range."""
+        rows, views = np.asarray(rows, dtype=np.int64).reshape(-1), np.asarray(views, dtype=np.int64).reshape(-1)
+        out = np.empty((len(rows), *self.features.shape[2:]), dtype=self.features.dtype)
+        if not len(rows):
+            return out
+        if self.direct_problem:
+            self._warn_once()
+            for position, (row, view) in enumerate(zip(rows, views)):
+                self.features.read_direct(out, np.s_[int(row), int(view)], np.s_[position])
+            return out
+        offsets = self._offsets_of(rows, views)
+        readers = max(1, min(int(readers), len(rows)))
+        if readers == 1:
+            pread_records(self._descriptor, offsets, out, self.path)
+            return out
+        # contiguous groups, one per thread: each group's reads stay in flight together with the others'
+        groups = np.array_split(np.arange(len(rows)), readers)
+        pool = self._pool(readers)
+        for result in [pool.submit(pread_records, self._descriptor, offsets[group], out[group[0] : group[-1] + 1], self.path) for group in groups]:
+            result.result()
+        return out
+
+    def _offsets_of(self, rows: np.ndarray, views: np.ndarray) -> np.ndarray:
+        """File offsets of the records (rows[i], views[i]); the table and the file descriptor are made on first use."""
+        with self._direct_lock:
+            if self._offsets is None:
+                self._offsets = record_offsets(self.features)
+                self._descriptor = os.open(self.path, os.O_RDONLY)
+        n_rows, n_views = self._offsets.shape
+        if len(rows) and (rows.min() < 0 or rows.max() >= n_rows or views.min() < 0 or views.max() >= n_views):
+            raise IndexError(f"{self.path}: records asked beyond its {n_rows} images x {n_views} views")
+        offsets = self._offsets[rows, views]
+        missing = np.flatnonzero(offsets < 0)
+        if len(missing):
+            first = int(missing[0])
+            raise UnwrittenRecord(f"{self.path}: {len(missing)} of the records asked were never written (no space in the file), first image {int(rows[first])} view {int(views[first])}; read only images whose status is written")
+        return offsets
+
+    def _pool(self, readers: int) -> ThreadPoolExecutor:
+        with self._direct_lock:
+            if readers not in self._pools:
+                self._pools[readers] = ThreadPoolExecutor(max_workers=readers, thread_name_prefix="mlsp-read")
+            return self._pools[readers]
+
+    def _warn_once(self) -> None:
+        if not self._warned:
+            self._warned = True
+            warnings.warn(f"{self.path}: records are read one at a time through h5py, without parallel readers: {self.direct_problem}", stacklevel=3)
+
+    def close(self) -> None:
+        for pool in self._pools.values():
+            pool.shutdown(wait=True)
+        self._pools = {}
+        if self._descriptor is not None:
+            os.close(self._descriptor)
+            self._descriptor = None
+        super().close()
 
 
 

@@ -15,7 +15,7 @@ import keras
 import numpy as np
 
 from mlsp import distribute
-from mlsp.store import FeatureReader
+from mlsp.store import DEFAULT_READERS, FeatureReader
 
 
 GRAPH_OPTIMIZER_CHOICES = ("auto", "on", "off")
@@ -67,24 +67,31 @@ class FeatureBatches(keras.utils.PyDataset):
     """Batches of (features, MOS) from a store or an in-memory array [N, V, ...].
 
     Each epoch draws one random view per image (`random_view=True`), or serves view `view` (one
-    number, or one per row) for evaluation. Rows are read one record at a time from HDF5, never
-    with fancy indexing.
+    number, or one per row) for evaluation. From a store, a batch's records are read by `readers`
+    threads at their byte offsets in the file, around h5py (FeatureReader.read_pairs; h5py's fancy
+    indexing is never used); a store whose layout does not allow it is read one record at a time
+    through h5py, with a warning.
     `channels` keeps a slice of the last axis (the block ablation of Fig. 7).
-    `workers` threads read batches ahead of the step. The order and the views are drawn once per
-    epoch (on_epoch_end, which Keras calls with its threads stopped), so a batch is the same for any
-    number of workers. The default stays 1: h5py serialises every call behind one lock, and threads
-    made reading slower (1,500 images x 8 views of 5x5x2048 float16 from the page cache, batch 128,
-    2 cores: 3,100-4,200 images/s with 1 thread, 1,700-3,600 with 4). Keras' tf.data path already
-    reads the next batch while the step runs.
+    The order and the views are drawn once per epoch (on_epoch_end, which Keras calls with its
+    threads stopped), and each record's bytes are the same however they are read, so a batch is
+    bit-identical for any number of readers or workers.
+    `readers` (default mlsp.store.DEFAULT_READERS = 8): AVA's stores do not fit in RAM, so training
+    reads them from the disk, where one read in flight at a time left the disk idle between reads
+    (benchmarks/store.py --sections readers, batches of 128 random records, store evicted from the page
+    cache, 2 cores: 5x5x2048 views 1,093 images/s through h5py, 1,516 with 1 reader, 3,048 with 8;
+    IRv2 wide 846 kB views 162 / 295 / 377 images/s, an AVA epoch's reads 24 -> 10 min, the disk then
+    near its bandwidth here). From the page cache 8 readers read as fast as 1 (0.91-0.94x), 3-4x h5py.
+    `workers` (Keras threads reading whole batches ahead of the step) stays 1: the readers keep the
+    disk busy within a batch, and Keras' tf.data path already reads the next batch while the step runs.
     """
 
-    def __init__(self, source, rows, targets=None, batch_size: int = 128, random_view: bool = True, view: int | np.ndarray = 0, seed: int = 0, channels: slice | None = None, shuffle: bool = True, fill_last: bool = False, workers: int = 1):
+    def __init__(self, source, rows, targets=None, batch_size: int = 128, random_view: bool = True, view: int | np.ndarray = 0, seed: int = 0, channels: slice | None = None, shuffle: bool = True, fill_last: bool = False, workers: int = 1, readers: int = DEFAULT_READERS):
         super().__init__(workers=workers, use_multiprocessing=False, max_queue_size=max(2, 2 * workers))
         self.source, self.rows = source, np.asarray(rows)
         self.targets = None if targets is None else np.asarray(targets, dtype=np.float32)
         self.batch_size, self.random_view, self.view = batch_size, random_view, view
         self.channels = channels or slice(None)
-        self.shuffle, self.fill_last = shuffle, fill_last
+        self.shuffle, self.fill_last, self.readers = shuffle, fill_last, readers
         self.rng = np.random.default_rng(seed)
         self.n_views = source.shape[1]
         self.on_epoch_end()
@@ -100,7 +107,7 @@ class FeatureBatches(keras.utils.PyDataset):
         chosen = batch_indices(self.order, index, self.batch_size, self.fill_last)
         rows, views = self.rows[chosen], self.views[chosen]
         if isinstance(self.source, FeatureReader):
-            features = np.stack([self.source.features[int(row), int(view)] for row, view in zip(rows, views)])
+            features = self.source.read_pairs(rows, views, self.readers)
         else:
             features = self.source[rows, views]
         features = features[..., self.channels].astype(np.float32)
