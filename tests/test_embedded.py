@@ -154,3 +154,25 @@ def test_shape_and_size_errors_are_named(tmp_path):
         embedded.generate(tmp_path, 6, seed=0, shape="AVA")
     with pytest.raises(ValueError, match="needs at least 5 images"):
         embedded.generate(tmp_path, 4, seed=0, shape="ava")
+
+
+def test_repeated_ava_sizes_share_few_drawn_sizes_evenly():
+    sizes = embedded.repeated_ava_sizes(14, images_per_size=4, seed=2)
+    assert sizes.shape == (14, 2) and sizes.dtype == np.int64
+    drawn = [tuple(size) for size in embedded.ava_sizes(4, seed=2).tolist()]  # ceil(14 / 4) sizes
+    counts = {size: [tuple(row) for row in sizes.tolist()].count(size) for size in drawn}
+    assert sorted(counts.values()) == [2, 4, 4, 4]  # four images per size, the last size what is left
+    assert (embedded.repeated_ava_sizes(14, 4, seed=2) == sizes).all()
+    with pytest.raises(ValueError, match="images_per_size >= 1"):
+        embedded.repeated_ava_sizes(14, 0, seed=2)
+
+
+def test_ava_set_takes_explicit_sizes_and_refuses_wrong_ones(tmp_path):
+    sizes = np.array([[96, 72], [72, 96], [96, 72], [90, 90], [96, 72], [72, 96]])
+    folder = embedded.generate(tmp_path / "given", 6, seed=0, min_side=64, max_side=96, shape="ava", problem_cases=False, sizes=sizes)
+    assert [images.read_size(folder / "images" / f"{100000 + index}.jpg") for index in range(6)] == [tuple(size) for size in sizes.tolist()]
+    assert "3 distinct sizes among 6 images" in (folder / "DATA_CARD.md").read_text()
+    with pytest.raises(ValueError, match="sizes must be"):
+        embedded.generate(tmp_path / "uniform", 6, seed=0, sizes=sizes)
+    with pytest.raises(ValueError, match="sizes must be"):
+        embedded.generate(tmp_path / "short", 6, seed=0, shape="ava", sizes=sizes[:5])

@@ -190,6 +190,22 @@ def ava_sizes(n_images: int, seed: int, min_side: int = 320, max_side: int = 800
     return np.stack([np.where(landscape, long_side, short_side), np.where(landscape, short_side, long_side)], axis=1).astype(np.int64)
 
 
+def repeated_ava_sizes(n_images: int, images_per_size: int, seed: int, min_side: int = 320, max_side: int = 800) -> np.ndarray:
+    """(width, height) in pixels of n AVA-shaped images sharing few sizes: int64 [n_images, 2].
+
+    ceil(n_images / images_per_size) sizes drawn by `ava_sizes`, each given to images_per_size images
+    (the last to what is left), in a shuffled order. AVA repeats its sizes (about 10 images per size:
+    255,530 images, ~25,000 distinct sizes by the authors' estimate), which a small set drawn by
+    ava_sizes alone hardly does; batching full-resolution images of equal size needs the repeats.
+    Deterministic for a seed. Raises ValueError unless n_images >= 1 and images_per_size >= 1, and see ava_sizes.
+    """
+    if n_images < 1 or images_per_size < 1:
+        raise ValueError(f"need n_images >= 1 and images_per_size >= 1, got {n_images} and {images_per_size}")
+    distinct = ava_sizes(-(-n_images // images_per_size), seed, min_side, max_side)
+    order = np.random.default_rng([seed, 3]).permutation(n_images)
+    return distinct[np.arange(n_images) // images_per_size][order]
+
+
 def oddity_plan(n_images: int, seed: int) -> dict[int, str]:
     """{image index: oddity} for the usable oddities of an AVA-shaped set (ODDITIES: share, at least 1 each).
 
@@ -243,7 +259,7 @@ def _encode(image: Image.Image, quality: int, oddity: str | None = None) -> byte
 
 def generate(
     output_dir, n_images: int, seed: int, min_side: int = 320, max_side: int = 800, test_fraction: float = 0.25,
-    problem_cases: bool = True, shape: str = "uniform",
+    problem_cases: bool = True, shape: str = "uniform", sizes=None,
 ) -> Path:
     """Write the set in AVA's layout; returns the folder. Same seed and packages -> same bytes.
 
@@ -255,13 +271,20 @@ def generate(
     problem_cases: plant an AVA.txt row without image file (999001), a malformed row (999002), a
         truncated JPEG (999003), a second row for id 100001 and a listed test id absent from AVA.txt
         (999004); with shape "ava" also an 80x60 image (999005), and 999001 and 999005 in the test list.
-    DATA_CARD.md says what was planted. Raises ValueError for an unknown shape, and see ava_sizes
-    and oddity_plan.
+    sizes: shape "ava" only: (width, height) in pixels per image, [n_images, 2], instead of
+        ava_sizes' draws (e.g. repeated_ava_sizes: AVA's repeated sizes in a small set).
+    DATA_CARD.md says what was planted. Raises ValueError for an unknown shape, for sizes given
+    with shape "uniform" or not of shape [n_images, 2] with sides >= 1, and see ava_sizes and oddity_plan.
     """
     if shape not in SHAPES:
         raise ValueError(f"shape must be one of {', '.join(SHAPES)}, got {shape!r}")
     ava = shape == "ava"
-    sizes = ava_sizes(n_images, seed, min_side, max_side) if ava else None
+    if sizes is not None:
+        sizes = np.asarray(sizes, dtype=np.int64)
+        if not ava or sizes.shape != (n_images, 2) or sizes.min(initial=1) < 1:
+            raise ValueError(f"sizes must be (width, height) >= 1 for each of the {n_images} images of shape 'ava', got shape {shape!r} and an array of shape {sizes.shape}")
+    elif ava:
+        sizes = ava_sizes(n_images, seed, min_side, max_side)
     plan = oddity_plan(n_images, seed) if ava else {}
     output_dir = Path(output_dir)
     images_dir = output_dir / "images"
