@@ -3,8 +3,10 @@ import re
 
 import numpy as np
 import pytest
+import yaml
 from PIL import Image
 
+from conftest import REPO
 from mlsp import data, embedded, images
 
 # MANIFEST digest of generate(tmp, 48, seed=0, min_side=160, max_side=400) (the smoke profile's set),
@@ -48,8 +50,28 @@ def test_ava_sizes_follow_avas_shape():
     assert (width == height).sum() >= 1 and (long_side / short_side > 2.1).sum() >= 5  # squares and panoramas
     assert short_side.min() >= INCEPTION_MIN_SIDE  # only the planted tiny image is too small
     assert 580 <= width.mean() <= 680 and 450 <= height.mean() <= 560  # AVA: about 629 x 497
-    assert len({tuple(size) for size in sizes.tolist()}) >= 300  # AVA has ~25,000 distinct resolutions
+    # many sizes, and many repeated as in AVA: the camera frames at dpchallenge's 800 px cap above all
+    counts = {tuple(size): int(count) for size, count in zip(*np.unique(sizes, axis=0, return_counts=True))}
+    assert len(counts) >= 200 and sum(count for count in counts.values() if count > 1) >= 0.3 * len(sizes)
+    assert min(counts[(800, 600)], counts[(800, 533)]) >= 10 and counts[(533, 800)] >= 2 and counts[(600, 800)] >= 2
     assert np.array_equal(embedded.ava_sizes(400, seed=0), sizes) and not np.array_equal(embedded.ava_sizes(400, seed=1), sizes)
+
+
+def test_ava_sizes_repeat_about_as_often_as_avas():
+    # AVA: ~25,000 distinct sizes among its 255,530 images (design notes); the draws, about as many
+    for seed in (0, 1):
+        distinct = len(np.unique(embedded.ava_sizes(255_530, seed=seed), axis=0))
+        assert 20_000 <= distinct <= 31_000, distinct
+
+
+def test_the_rehearsal_set_holds_images_of_equal_size():
+    """Extraction batches full-resolution images only with their equal sizes (batch_images): the
+    rehearsal's own set must have some, or that path never runs there."""
+    profile = {**yaml.safe_load((REPO / "params/rehearsal/common.yaml").read_text()), **yaml.safe_load((REPO / "params/rehearsal/00_data.yaml").read_text())}
+    assert profile["embedded_shape"] == "ava"
+    sizes = embedded.ava_sizes(profile["embedded_images"], profile["seed"], profile["embedded_min_side"], profile["embedded_max_side"])
+    _, counts = np.unique(sizes, axis=0, return_counts=True)
+    assert counts.max() >= 2 and sizes.max() <= profile["embedded_max_side"]
 
 
 def test_ava_sizes_keep_within_the_sides_asked_for():
@@ -130,13 +152,47 @@ def test_ava_set_reports_exactly_the_truncated_missing_and_tiny_files(ava_set):
     assert reasons["999001"] == data.FILE_MISSING
     assert reasons["999003"].startswith("unreadable:") and "truncated" in reasons["999003"]
     assert reasons["999005"].startswith("too small (80x60")
-    assert sorted(metadata["image_id"]) == [str(100000 + index) for index in range(AVA_N)]  # every oddity is read
+    # every oddity is read, and the panorama that only extraction refuses
+    assert sorted(metadata["image_id"]) == [str(100000 + index) for index in range(AVA_N)] + ["999006"]
     test_list = (ava_set / "generic_test.jpgl").read_text().split()
-    assert {"999001", "999005", "999004"} <= set(test_list)
+    assert {"999001", "999005", "999004", "999006"} <= set(test_list)
     assert set(unreadable.loc[unreadable["image_id"].isin(["999001", "999005"]), "set"]) == {"test"}
     assert [(problem.kind, problem.image_id) for problem in problems] == [(data.AVA_ROW, "999002"), (data.AVA_ROW, "100001"), (data.TEST_ID_NOT_IN_AVA, "999004")]
     _, at_kit_minimum, _ = data.read_ava(ava_set, seed=0, progress=False)  # 32 px: the tiny image is usable there
     assert sorted(at_kit_minimum["image_id"]) == ["999001", "999003"]
+
+
+def test_the_panorama_passes_notebook_00_and_is_refused_at_full_size(ava_set):
+    """What notebook 00 checks (header, a verifying decode at reduced scale) passes; what extraction
+    does (a full-size decode) is refused before any pixel is decoded, with the reason it will list."""
+    path = ava_set / "images" / "999006.jpg"
+    width, height, reason = data.image_info(path, verify=True, min_side=INCEPTION_MIN_SIDE)
+    assert (width, height, reason) == (30000, 4000, None) and width * height < images.MAX_PIXELS
+    strip = images.load_rgb(path, max_side=800)  # decoded at 1/8 scale: a photo, not a flat grey
+    assert strip.shape == (107, 800, 3) and strip.std() > 10
+    with pytest.raises(images.ImageError, match=r"decoding it would take about 1\.2 GiB .*30000x4000 pixels, mode L") as refused:
+        images.load_rgb(path)
+    assert refused.value.path == str(path) and path.stat().st_size < 4_000_000
+    line = next(line for line in (ava_set / "DATA_CARD.md").read_text().splitlines() if line.startswith("- full-resolution panorama"))
+    assert "1 (999006*)" in line and "30000x4000" in line and "under the header limit of 250 MP, over the decoding limit of 1 GiB" in line
+
+
+def test_the_card_names_the_repeated_sizes(ava_set):
+    sizes = embedded.ava_sizes(AVA_N, seed=1)
+    values, counts = np.unique(sizes, axis=0, return_counts=True)
+    card = (ava_set / "DATA_CARD.md").read_text()
+    repeated = card.replace("\n", " ").split("(repeated: ")[1].split("), longest side")[0]
+    assert counts.max() >= 2
+    for (width, height), count in zip(values, counts):
+        assert (f"{width}x{height} ({count})" in repeated) == (count > 1)
+
+
+def test_ava_test_list_is_an_exact_share_drawn_apart_from_the_sizes(ava_set):
+    # the main stream's noise draws depend on image sizes: a test list drawn there moved with them
+    members = embedded.ava_test_members(AVA_N, seed=1, test_fraction=0.25)
+    assert len(members) == 10 and len(embedded.ava_test_members(16, seed=0, test_fraction=0.25)) == 4
+    listed = set((ava_set / "generic_test.jpgl").read_text().split())
+    assert {image_id for image_id in listed if image_id.startswith("1")} == {str(100000 + index) for index in members}
 
 
 def test_ava_mode_is_deterministic_and_problem_cases_can_be_left_out(tmp_path):

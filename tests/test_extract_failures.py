@@ -100,6 +100,57 @@ def test_a_disk_too_small_for_the_stores_is_named_before_anything_is_extracted(i
     assert again["extracted"] == 0
 
 
+def test_a_run_whose_later_passes_cannot_fit_stops_before_its_first_pass_writes(inception, photos, tmp_path, monkeypatch):
+    ids, paths = photos
+    metadata = pd.DataFrame({"image_id": ids, "path": [str(path) for path in paths], "width": 100, "height": 100})
+    passes, augmentation = {"rescaled": ["narrow"], "original": ["narrow"]}, (True, False)
+    channels = 10_048  # InceptionV3's 11 blocks
+    first_pass, run = 6 * 8 * channels * 2, 6 * (8 + 1) * channels * 2 * 2  # float16 bytes: 6 images x views, 4 passes
+    monkeypatch.setattr(extract, "free_bytes", lambda folder: 1_000_000)  # the first pass alone fits (its own check passes)
+    assert first_pass < 1_000_000 < run
+    with pytest.raises(extract.NotEnoughDisk) as error:
+        extract.run_extraction(metadata, None, inception, tmp_path / "features", passes, augmentation, progress=False)
+    message = str(error.value)
+    assert message.startswith(f"{tmp_path / 'features'}: the 4 passes of this run still have to write {run / 1e9:.3g} GB (24 image-passes; ")
+    assert f"the largest, inception_v3 rescaled aug8, {first_pass / 1e9:.3g} GB" in message and "the disk has 0.001 GB free" in message
+    assert "work_dir on a larger disk" in message and "a rerun resumes" in message
+    assert not (tmp_path / "features").exists()  # not a store made, let alone a feature written
+
+
+class Widths:
+    """What the disk check asks of a backbone: its name and block widths (no network is built)."""
+
+    def __init__(self, name, channels):
+        self.name, self.channels = name, channels
+
+    def block_channels(self):
+        return [self.channels]
+
+
+def test_the_up_front_check_sums_what_every_pass_of_every_backbone_still_has_to_write(tmp_path, monkeypatch):
+    ids = ["a", "b", "c", "d"]
+    small, large = Widths("small", 3), Widths("large", 10)
+    passes = {"rescaled": ["narrow"], "original": ["narrow", "wide"]}
+    # an earlier run wrote two images of small's rescaled aug8 store and failed one
+    with FeatureWriter(store_path(tmp_path, "small", "rescaled", "narrow", True), ids, 8, (3,)) as writer:
+        writer.write(0, np.ones((8, 3)))
+        writer.write(1, np.ones((8, 3)))
+        writer.mark_failed(2, "too small")
+    needs = {(need["backbone"], need["mode"], need["augment"]): (need["images"], need["bytes"]) for need in extract.pass_needs(ids, [small, large], tmp_path, passes)}
+    assert needs[("small", "rescaled", True)] == (1, 8 * 3 * 2)  # only "d" is left
+    assert needs[("small", "original", True)] == (4, 4 * 8 * (3 + 25 * 3) * 2)  # narrow and wide stores of one pass
+    assert needs[("large", "original", False)] == (4, 4 * 1 * (10 + 25 * 10) * 2)
+    assert len(needs) == 8  # 2 backbones x 2 inputs x 2 augmentations; 8 x 4 images less the 3 done or failed: 29 to extract
+    retried = extract.pass_needs(ids, [small, large], tmp_path, passes, retry_failed=True)
+    assert retried[0]["images"] == 2  # the failed one too
+    total = sum(bytes_ for _, bytes_ in needs.values())
+    monkeypatch.setattr(extract, "free_bytes", lambda folder: total)
+    assert extract.check_free_space_for_passes(ids, [small, large], tmp_path, passes) == total
+    monkeypatch.setattr(extract, "free_bytes", lambda folder: total - 1)
+    with pytest.raises(extract.NotEnoughDisk, match=r"the 8 passes of this run still have to write .* \(29 image-passes; the largest, large original aug8, "):
+        extract.check_free_space_for_passes(ids, [small, large], tmp_path, passes)
+
+
 def test_whole_image_view_uses_the_whole_image_limit(inception, photos, tmp_path):
     ids, paths = photos
     summary = extract.extract(ids, paths, inception, "original", False, ("narrow",), tmp_path / "features", progress=False)

@@ -4,13 +4,16 @@ import pytest
 
 from mlsp import heads
 
+# The authors' released Pool-3FC head on InceptionResNetV2's 5x5x16,928 wide features: 63.8 M parameters.
+POOL_3FC_IRV2_PARAMETERS = 63_828_481
+
 
 @pytest.mark.parametrize(
     "build, expected",
     [
         (lambda: heads.single_3fc(16_928), 37_044_737),
         (lambda: heads.single_3fc(10_048), 22_954_497),
-        (lambda: heads.pool_3fc(16_928), 63_828_481),
+        (lambda: heads.pool_3fc(16_928), POOL_3FC_IRV2_PARAMETERS),
         (lambda: heads.pool_3fc(10_048), 42_693_121),
     ],
     ids=["single_3fc_irv2", "single_3fc_iv3", "pool_3fc_irv2", "pool_3fc_iv3"],
@@ -63,3 +66,32 @@ def test_batch_norm_momentum_reaches_every_layer_and_sets_how_far_short_statisti
         activations = keras.Model(model.input, model.get_layer("fc1").output).predict(features, verbose=0)
         lag[momentum] = float(np.mean(model.get_layer("fc1_bn").moving_mean.numpy()) / np.mean(activations))
     assert lag[0.99] < 0.5 and 0.9 < lag[0.9] < 1.1, lag
+
+
+@pytest.mark.slow
+def test_one_pool_3fc_step_on_irv2_wide_features_at_the_papers_batch():
+    """The paper's largest head at its batch size, through one real step of the kit's optimizer: the
+    rehearsal's 11 training images never fill a batch of 128. 128 x 5x5x16,928 float32 inputs (217 MB)
+    and the weights, their gradients and Adam's two slots: a peak of 3.2 GB. The step is ~0.67 TFLOP
+    (three 1x1 convolutions over 16,928 channels, forward and weight gradients): 53-56 CPU seconds
+    measured on 2 shared AMD EPYC cores, so about half a minute on 2 idle ones; hence `slow`."""
+    import keras
+
+    from mlsp import train
+
+    protocol = train.Protocol()
+    assert protocol.batch_size == 128  # the paper's
+    keras.utils.set_random_seed(0)
+    model = heads.pool_3fc(16_928)
+    assert model.count_params() == POOL_3FC_IRV2_PARAMETERS
+    train.compile_head(model, protocol)
+    rng = np.random.default_rng(0)
+    features = rng.random((protocol.batch_size, 5, 5, 16_928), dtype=np.float32)
+    mos = rng.uniform(2.0, 8.0, size=(protocol.batch_size, 1)).astype(np.float32)
+    kernels = {layer.name: layer for layer in model.layers if isinstance(layer, (keras.layers.Conv2D, keras.layers.Dense))}
+    assert len(kernels) == 9  # five convolutions, three FC layers and the MOS output
+    before = {name: keras.ops.convert_to_numpy(layer.kernel) for name, layer in kernels.items()}
+    loss = float(np.asarray(model.train_on_batch(features, mos)))
+    assert np.isfinite(loss) and loss > 0
+    unchanged = [name for name, layer in kernels.items() if np.array_equal(keras.ops.convert_to_numpy(layer.kernel), before[name])]
+    assert unchanged == []  # every layer took the step, the 1x1 convolutions on all 16,928 channels first

@@ -12,6 +12,7 @@ import pytest
 import yaml
 
 from conftest import REPO
+from mlsp import data as data_layer, embedded
 
 RESULTS = REPO / "results" / "rehearsal"
 BUDGET_SECONDS = 12 * 60  # issue 12: the rehearsal within 12 minutes on 2 CPU cores
@@ -49,3 +50,17 @@ def test_rehearsal_runs_the_paper_settings_end_to_end():
     # the planted oddities: usable ones read, unusable ones reported by notebook 00
     data = json.loads((RESULTS / "data.json").read_text())["metrics"]
     assert data["unreadable"] >= 1 and data["malformed_rows"] >= 1
+    # equal sizes exist among the images extracted at full resolution, so batch_images batches some
+    metadata = data_layer.read_metadata(REPO / "data" / "rehearsal" / "metadata.csv")
+    assert metadata[["width", "height"]].duplicated().any()
+    # the panorama that notebook 00 accepts (DATA_CARD.md) is skipped by extraction in each of the 2 x 4
+    # passes, with its reason; every other image is extracted, and Table 3 leaves it out
+    assert embedded.PANORAMA_ID in set(metadata["image_id"])
+    skipped = data_layer.read_csv_with_ids(RESULTS / "extraction_skipped.csv")
+    assert list(skipped["image_id"]) == [embedded.PANORAMA_ID] * 8  # "this run", or "earlier run" when resumed
+    assert skipped["reason"].str.contains("decoding it would take about 1.2 GiB of memory (30000x4000 pixels", regex=False).all()
+    passes = pd.read_csv(RESULTS / "extraction.csv")
+    assert len(passes) == 8 and (passes["skipped"] + passes["failed earlier"] == 1).all()
+    assert (passes["extracted"] + passes["already done"] == len(metadata) - 1).all()
+    assert json.loads((RESULTS / "extraction.json").read_text())["metrics"]["skipped"] == 8
+    assert set(data_layer.read_csv_with_ids(RESULTS / "table3_left_out.csv")["image_id"]) == {embedded.PANORAMA_ID}

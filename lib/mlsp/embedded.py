@@ -6,9 +6,10 @@ resolution, and its 10-bin vote histogram is drawn from that latent score. Sourc
 real photographs that ship inside the scikit-image and scikit-learn wheels.
 
 Two shapes: "uniform" (the demo and smoke sets: long sides uniform in [min_side, max_side]) and
-"ava" (sizes drawn from an approximation of AVA's size distribution, plus the file oddities real AVA
-has: greyscale, CMYK and progressive JPEGs, a PNG under a .jpg name, and with `problem_cases` an
-image too small for the Inceptions), so that a rehearsal meets what the paper's run meets.
+"ava" (sizes drawn from an approximation of AVA's size distribution, many of them repeated as in AVA,
+plus the file oddities real AVA has: greyscale, CMYK and progressive JPEGs, a PNG under a .jpg name,
+and with `problem_cases` an image too small for the Inceptions and a full-resolution panorama that
+notebook 00 accepts and extraction must skip), so that a rehearsal meets what the paper's run meets.
 
 The generator is deterministic for a seed and package versions; MANIFEST.sha256 lets a test check
 that a set is byte-identical.
@@ -21,6 +22,8 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageEnhance, ImageFilter
+
+from mlsp import images
 
 SKIMAGE_PHOTOS = ("astronaut", "chelsea", "coffee", "rocket", "camera", "hubble_deep_field")
 DEGRADATIONS = ("blur", "noise", "jpeg", "exposure", "contrast", "colour")
@@ -55,14 +58,19 @@ SHAPES = ("uniform", "ava")
 # out "nearly all at 800": with photographic aspect ratios it needs many smaller long sides and a
 # minority of portraits. So: the longer side is max_side for AVA_AT_MAX of the images, uniform
 # integers in [AVA_LOWEST x max_side, max_side] otherwise; the long/short ratio is one of
-# AVA_ASPECTS (a panorama: uniform in AVA_PANORAMA), times exp(N(0, AVA_ASPECT_JITTER)) as free crops
-# give, which also makes most sizes distinct; landscape with probability AVA_LANDSCAPE. With
-# max_side 800 the mean is about 632 x 503 (1e5 draws) and over 4e4 of 1e5 sizes are distinct.
+# AVA_ASPECTS (a panorama: uniform in AVA_PANORAMA); AVA_UNCROPPED of the others keep that ratio exactly
+# (a camera's frame resized, not cropped), the rest are multiplied by exp(N(0, AVA_ASPECT_JITTER)) as
+# free crops give; landscape with probability AVA_LANDSCAPE. The exact ratios make sizes repeat as
+# AVA's do (800x600, 800x533, 800x800, 600x800, 533x800 most often, and the camera ratios at smaller
+# long sides); AVA_UNCROPPED is set from the one count at hand, AVA's ~25,000 distinct sizes among its
+# 255,530 images: 255,530 draws with max_side 800 give about 25,500 (0.8 would give 35,000, 0.5 57,000).
+# Their mean is about 632 x 504.
 AVA_AT_MAX = 0.40
 AVA_LOWEST = 0.45
 AVA_ASPECTS = {"4:3": (4 / 3, 0.45), "3:2": (3 / 2, 0.30), "16:9": (16 / 9, 0.10), "1:1": (1.0, 0.08), "panorama": (None, 0.07)}
 AVA_PANORAMA = (2.2, 3.2)
 AVA_ASPECT_JITTER = 0.03
+AVA_UNCROPPED = 0.9
 AVA_LANDSCAPE = 0.82
 # Usable oddities (decode to RGB): share of the images, at least one each. AVA's true shares are unknown
 # here; these make every kind appear in a set of a few dozen images.
@@ -70,6 +78,16 @@ ODDITIES = {"greyscale": 0.05, "cmyk": 0.01, "progressive": 0.05, "png": 0.01}
 # Unusable files planted with problem_cases (ids outside the 100000 + index range of ordinary images).
 MISSING_ID, MALFORMED_ID, TRUNCATED_ID, ABSENT_TEST_ID, TINY_ID = "999001", "999002", "999003", "999004", "999005"
 TINY_SIZE = (80, 60)  # the Inceptions need 86 px on the shorter side (design notes); AVA has a few such
+# A file that notebook 00 accepts and extraction cannot use: a black-and-white stitched panorama at its
+# full resolution, as an AVA-format folder rebuilt from re-downloaded originals (not the site's
+# 800-px copies) can hold. 120 MP is under mlsp.images.MAX_PIXELS (by default 250 MP): its header passes;
+# notebook 00 verifies JPEGs at a reduced scale (draft mode, 1/8 here), which decodes in ~20 MB;
+# extraction needs the full size, 30000 x 4000 x 11 bytes (mode L: its storage and the RGB
+# conversion, mlsp.images.decode_bytes) = 1.32e9 bytes, over MAX_DECODE_BYTES' default 1 GiB, so
+# load_rgb refuses it before decoding and every pass lists it as skipped.
+PANORAMA_ID = "999006"
+PANORAMA_SIZE = (30000, 4000)
+PANORAMA_BLOCK = 8  # JPEG's block: flat 8x8 blocks hold only a DC coefficient, so the file stays ~2 MB
 
 AVA_DATA_CARD = """# Embedded AVA-format data set (synthetic, AVA-shaped)
 
@@ -81,10 +99,11 @@ problem_cases={problem_cases})`.
   scikit-learn `load_sample_images`: china, flower), randomly cropped and resized (often enlarged) to
   sizes drawn from an approximation of AVA's size distribution (no AVA here to measure it):
   the longer side is {max_side} px for {at_max:.0%} of the images and uniform in [{lowest}, {max_side}] px
-  for the rest; long/short aspect ratio {aspects}, each jittered by about {jitter:.0%};
+  for the rest; long/short aspect ratio {aspects}; {uncropped:.0%} of the non-panoramas keep the ratio
+  exactly (a camera's frame resized, so sizes repeat as AVA's do), the rest are jittered by about {jitter:.0%};
   {landscape:.0%} landscape, the rest portrait. AVA's mean is about 629 x 497 (largest 800 x 800).
-  This set: mean {mean_width:.0f} x {mean_height:.0f}, {distinct} distinct sizes among {n} images,
-  longest side {longest} px.
+  This set: mean {mean_width:.0f} x {mean_height:.0f}, {distinct} distinct sizes among {n} images
+  (repeated: {repeated}), longest side {longest} px.
 - **Degradations**: synthetic, of several kinds and graded strengths: {degradations}, and a fine
   single-pixel grain that a 256x256 rescale partly hides.
 - **Votes**: simulated, NOT human ratings. A latent quality score is a fixed function of the
@@ -100,6 +119,10 @@ Usable: these decode to RGB and must be read, not reported (ids; test-list membe
 
 Unusable: notebook 00 must report these{unusable_note}
 {unusable}
+
+Accepted by notebook 00, unusable in extraction: notebook 01 must skip it in every pass and list it
+in `extraction_skipped.csv` (and the tables leave it out){extraction_note}
+{extraction}
 
 Use it to rehearse the pipeline on AVA-like files. Numbers measured on it say nothing about AVA or the paper.
 """
@@ -173,6 +196,7 @@ def ava_sizes(n_images: int, seed: int, min_side: int = 320, max_side: int = 800
     AVA_AT_MAX of them; the shorter side is at least 1. Deterministic for a seed, and drawn from a
     stream of its own, so the sizes do not depend on what else is drawn. Raises ValueError unless
     1 <= min_side <= max_side.
+    AVA_UNCROPPED of the non-panoramas keep their aspect ratio exactly, so sizes repeat (800x533, ...).
     """
     if not 1 <= min_side <= max_side:
         raise ValueError(f"need 1 <= min_side <= max_side, got min_side={min_side}, max_side={max_side}")
@@ -184,9 +208,11 @@ def ava_sizes(n_images: int, seed: int, min_side: int = 320, max_side: int = 800
     kinds = rng.choice(len(shares), size=n_images, p=shares)
     panorama = rng.uniform(*AVA_PANORAMA, size=n_images)
     ratio = np.array([np.nan if value is None else value for value in ratios])[kinds]
-    aspect = np.where(np.isnan(ratio), panorama, ratio) * np.exp(rng.normal(0.0, AVA_ASPECT_JITTER, size=n_images))
-    short_side = np.maximum(1, np.minimum(long_side, np.round(long_side / np.maximum(aspect, 1.0)))).astype(np.int64)
+    jitter = np.exp(rng.normal(0.0, AVA_ASPECT_JITTER, size=n_images))
     landscape = rng.random(n_images) < AVA_LANDSCAPE
+    uncropped = (rng.random(n_images) < AVA_UNCROPPED) & ~np.isnan(ratio)  # drawn last: the draws above keep their values
+    aspect = np.where(np.isnan(ratio), panorama, ratio) * np.where(uncropped, 1.0, jitter)
+    short_side = np.maximum(1, np.minimum(long_side, np.round(long_side / np.maximum(aspect, 1.0)))).astype(np.int64)
     return np.stack([np.where(landscape, long_side, short_side), np.where(landscape, short_side, long_side)], axis=1).astype(np.int64)
 
 
@@ -224,6 +250,15 @@ def oddity_plan(n_images: int, seed: int) -> dict[int, str]:
     return plan
 
 
+def ava_test_members(n_images: int, seed: int, test_fraction: float) -> set[int]:
+    """Indices of the ordinary images in an AVA-shaped set's test list: round(test_fraction x n_images)
+    of them (clipped to [0, n_images]), drawn from a stream of their own. The main stream's draws
+    depend on the image sizes (noise of each image's size), so a split drawn there would move whenever
+    the size distribution does; a small rehearsal needs its few test images to stay."""
+    count = min(n_images, max(0, int(round(test_fraction * n_images))))
+    return {int(index) for index in np.random.default_rng([seed, 3]).choice(n_images, size=count, replace=False)}
+
+
 def _crop_to_size(rng, photo: np.ndarray, size: tuple[int, int]) -> Image.Image:
     """A random crop of `photo` with the aspect ratio of size (width, height), resized to exactly that size."""
     width, height = size
@@ -237,6 +272,18 @@ def _crop_to_size(rng, photo: np.ndarray, size: tuple[int, int]) -> Image.Image:
     left = int(rng.integers(0, photo_width - crop_width + 1))
     crop = Image.fromarray(photo[top : top + crop_height, left : left + crop_width])
     return crop.resize((int(width), int(height)), Image.LANCZOS)
+
+
+def full_resolution_panorama(rng, photo: np.ndarray) -> bytes:
+    """PANORAMA_SIZE greyscale JPEG bytes (about 2 MB): a strip of `photo` at 1/PANORAMA_BLOCK of that
+    size, each pixel enlarged to one flat 8x8 JPEG block. Decoded at 1/8 scale (draft mode, as notebook
+    00 verifies it) it is the strip; decoded at full size it needs mlsp.images.decode_bytes' 1.32e9 bytes.
+    Costs about 120 MB of memory and a second while written."""
+    width, height = PANORAMA_SIZE
+    strip = _crop_to_size(rng, photo, (width // PANORAMA_BLOCK, height // PANORAMA_BLOCK)).convert("L")
+    buffer = io.BytesIO()
+    strip.resize(PANORAMA_SIZE, Image.NEAREST).save(buffer, format="JPEG", quality=92)
+    return buffer.getvalue()
 
 
 def _encode(image: Image.Image, quality: int, oddity: str | None = None) -> bytes:
@@ -263,14 +310,17 @@ def generate(
 ) -> Path:
     """Write the set in AVA's layout; returns the folder. Same seed and packages -> same bytes.
 
-    n_images: ordinary images, ids 100000 + index; about test_fraction of them are in the test list.
+    n_images: ordinary images, ids 100000 + index; about test_fraction of them are in the test list
+        (shape "ava": exactly round(test_fraction x n_images), see ava_test_members).
     shape "uniform": the longer side uniform in [min_side, max_side] px, baseline RGB JPEGs (the demo
         and smoke sets; unchanged since they were first published).
     shape "ava": sizes from `ava_sizes` (AVA's shape with the defaults 320 and 800), and the usable
         oddities of `oddity_plan`; needs n_images >= 5.
     problem_cases: plant an AVA.txt row without image file (999001), a malformed row (999002), a
         truncated JPEG (999003), a second row for id 100001 and a listed test id absent from AVA.txt
-        (999004); with shape "ava" also an 80x60 image (999005), and 999001 and 999005 in the test list.
+        (999004); with shape "ava" also an 80x60 image (999005) and a 30000x4000 panorama that notebook
+        00 accepts and extraction skips (999006, see PANORAMA_SIZE), and 999001, 999005 and 999006 in
+        the test list.
     sizes: shape "ava" only: (width, height) in pixels per image, [n_images, 2], instead of
         ava_sizes' draws (e.g. repeated_ava_sizes: AVA's repeated sizes in a small set).
     DATA_CARD.md says what was planted. Raises ValueError for an unknown shape, for sizes given
@@ -286,6 +336,7 @@ def generate(
     elif ava:
         sizes = ava_sizes(n_images, seed, min_side, max_side)
     plan = oddity_plan(n_images, seed) if ava else {}
+    test_members = ava_test_members(n_images, seed, test_fraction) if ava else set()
     output_dir = Path(output_dir)
     images_dir = output_dir / "images"
     images_dir.mkdir(parents=True, exist_ok=True)
@@ -310,7 +361,7 @@ def generate(
         counts = np.bincount(votes, minlength=11)[1:]
         (images_dir / f"{image_id}.jpg").write_bytes(_encode(image, quality, plan.get(index)))
         rows.append(f"{index + 1} {image_id} " + " ".join(str(c) for c in counts) + f" 0 0 {int(rng.integers(1, 1500))}")
-        if rng.random() < test_fraction:
+        if (index in test_members) if ava else rng.random() < test_fraction:
             test_ids.append(image_id)
     listed = list(test_ids)
     if problem_cases:
@@ -325,13 +376,23 @@ def generate(
             tiny = _crop_to_size(rng, photos[names[int(rng.integers(len(names)))]], TINY_SIZE)
             (images_dir / f"{TINY_ID}.jpg").write_bytes(_encode(tiny, 92))
             rows.append(f"{n_images + 5} {TINY_ID} " + " ".join(["20"] * 10) + " 0 0 1")
-            listed += [MISSING_ID, TINY_ID]  # a test image without file, and one too small: 00 counts both
+            panorama = images_dir / f"{PANORAMA_ID}.jpg"
+            panorama.write_bytes(full_resolution_panorama(rng, photos[names[int(rng.integers(len(names)))]]))
+            with Image.open(panorama) as opened:  # the header only: nothing is decoded
+                panorama_need = images.decode_bytes(opened)
+            rows.append(f"{n_images + 6} {PANORAMA_ID} " + " ".join(["20"] * 10) + " 0 0 1")
+            # a test image without file and one too small (00 counts both), and one that only extraction
+            # skips (in the test list, so the split's validation draw among trainable rows is unchanged)
+            listed += [MISSING_ID, TINY_ID, PANORAMA_ID]
         listed.append(ABSENT_TEST_ID)  # a listed test id that AVA.txt lacks
     (output_dir / "AVA.txt").write_text("\n".join(rows) + "\n")
     (output_dir / "generic_test.jpgl").write_text("\n".join(listed) + "\n")
     skimage_names = ", ".join(SKIMAGE_PHOTOS + ("stereo_motorcycle",))
     if ava:
-        card = _ava_card(n_images, seed, min_side, max_side, problem_cases, sizes, plan, set(listed), len(test_ids), skimage_names)
+        card = _ava_card(
+            n_images, seed, min_side, max_side, problem_cases, sizes, plan, set(listed), len(test_ids), skimage_names,
+            panorama_need if problem_cases else None,
+        )
     else:
         card = DATA_CARD.format(
             n=n_images, seed=seed, skimage=skimage_names, min_side=min_side,
@@ -345,8 +406,21 @@ def generate(
 ODDITY_NAMES = {"greyscale": "greyscale JPEG (mode L)", "cmyk": "CMYK JPEG", "progressive": "progressive JPEG", "png": "PNG saved under a .jpg name"}
 
 
-def _ava_card(n_images, seed, min_side, max_side, problem_cases, sizes, plan, listed, n_test, skimage_names) -> str:
-    """DATA_CARD.md of an AVA-shaped set: the size distribution, this set's sizes, every planted oddity."""
+def _against_limits(pixels: int, needed: int) -> str:
+    """What notebooks 00 and 01 do with a JPEG of `pixels` whose full decoding takes `needed` bytes,
+    under the limits in force (mlsp.images: MAX_PIXELS, MAX_DECODE_BYTES; both set from the environment)."""
+    if pixels > images.MAX_PIXELS:
+        return (f"NOT under the header limit of {images.MAX_PIXELS / 1e6:g} MP in force ({images.PIXEL_LIMIT_ENV} lowered it): "
+                "notebook 00 reports it as unreadable instead")
+    limit = f"the decoding limit of {images.MAX_DECODE_BYTES / 2**30:g} GiB in force ({images.DECODE_LIMIT_ENV})"
+    if needed > images.MAX_DECODE_BYTES:
+        return f"under the header limit of {images.MAX_PIXELS / 1e6:g} MP, over {limit}: load_rgb refuses it before decoding"
+    return f"NOT over {limit}, which was raised: extraction will decode it, and nothing is skipped"
+
+
+def _ava_card(n_images, seed, min_side, max_side, problem_cases, sizes, plan, listed, n_test, skimage_names, panorama_need=None) -> str:
+    """DATA_CARD.md of an AVA-shaped set: the size distribution, this set's sizes, every planted oddity.
+    panorama_need: bytes that decoding the planted panorama takes (with problem_cases)."""
     def ids(image_ids):
         return ", ".join(f"{image_id}*" if image_id in listed else image_id for image_id in image_ids)
 
@@ -354,7 +428,16 @@ def _ava_card(n_images, seed, min_side, max_side, problem_cases, sizes, plan, li
     for kind in ODDITIES:
         members = [str(100000 + index) for index, oddity in sorted(plan.items()) if oddity == kind]
         usable.append(f"- {ODDITY_NAMES[kind]}: {len(members)} ({ids(members)})")
+    extraction, extraction_note = "- none (problem_cases=False)", "; none planted in this set."
     if problem_cases:
+        extraction = (
+            f"- full-resolution panorama: 1 ({ids([PANORAMA_ID])}): a {PANORAMA_SIZE[0]}x{PANORAMA_SIZE[1]} greyscale JPEG "
+            f"({PANORAMA_SIZE[0] * PANORAMA_SIZE[1] / 1e6:.0f} MP), a stitched panorama as uploaded, as a "
+            "folder rebuilt from re-downloaded originals can hold (AVA's own copies are at most 800 px). Notebook 00 verifies "
+            f"JPEGs at a reduced scale and accepts it; extraction decodes at full size, about {panorama_need / 2**30:.2f} GiB "
+            f"(mlsp.images.decode_bytes): {_against_limits(PANORAMA_SIZE[0] * PANORAMA_SIZE[1], panorama_need)}"
+        )
+        extraction_note = ":"
         unusable = "\n".join([
             f"- file missing: 1 ({ids([MISSING_ID])}): a row in AVA.txt, no image file",
             f"- truncated JPEG: 1 ({ids([TRUNCATED_ID])}): the first half of 100000.jpg's bytes",
@@ -374,10 +457,19 @@ def _ava_card(n_images, seed, min_side, max_side, problem_cases, sizes, plan, li
         n=n_images, seed=seed, min_side=min_side, max_side=max_side, problem_cases=problem_cases, skimage=skimage_names,
         at_max=AVA_AT_MAX, lowest=max(min_side, int(round(AVA_LOWEST * max_side))), aspects=aspects, jitter=AVA_ASPECT_JITTER,
         landscape=AVA_LANDSCAPE, mean_width=sizes[:, 0].mean(), mean_height=sizes[:, 1].mean(),
-        distinct=len({tuple(size) for size in sizes.tolist()}), longest=int(sizes.max()),
+        distinct=len({tuple(size) for size in sizes.tolist()}), repeated=_repeated_sizes(sizes), longest=int(sizes.max()),
+        uncropped=AVA_UNCROPPED, extraction=extraction, extraction_note=extraction_note,
         degradations=", ".join(DEGRADATIONS), voters=VOTERS, n_test=n_test, usable="\n".join(usable),
         unusable_note=unusable_note, unusable=unusable,
     )
+
+
+def _repeated_sizes(sizes: np.ndarray) -> str:
+    """"800x600 (3), 800x533 (2)": each size [n, 2] (width, height) held by several images, most first; "none"."""
+    values, counts = np.unique(sizes, axis=0, return_counts=True)
+    order = np.argsort(-counts, kind="stable")
+    repeated = [f"{values[i][0]}x{values[i][1]} ({counts[i]})" for i in order if counts[i] > 1]
+    return ", ".join(repeated) or "none"
 
 
 def write_manifest(folder: Path) -> Path:

@@ -21,7 +21,7 @@ from mlsp.backbones import min_input_side
 from mlsp.errors import first_line
 from mlsp.features import WIDE_SIZE, block_boundaries, mlsp_model, traced, views
 from mlsp.images import ImageError, load_rgb
-from mlsp.store import FAILED, PENDING, FeatureWriter, StoreMismatch, mismatch, read_failures, store_path
+from mlsp.store import FAILED, PENDING, FeatureReader, FeatureWriter, StoreMismatch, mismatch, read_failures, store_path
 
 
 def _load_views(path, mode: str, augment: bool, preprocess, min_side: int, backbone_name: str, apply_exif_orientation: bool):
@@ -68,20 +68,97 @@ def free_bytes(folder) -> int:
     return shutil.disk_usage(folder).free
 
 
+# What a refusal tells the user to do, and that stopping lost nothing.
+DISK_REMEDY = (
+    "free space or give notebook 01 a work_dir on a larger disk. Nothing was written by this {what}; what earlier "
+    "runs wrote is kept, and a rerun resumes it"
+)
+
+
 def check_free_space(writers: dict, count: int) -> None:
     """Raise NotEnoughDisk, naming the folder, the bytes needed and the bytes free, when writing
     `count` more records to every store in `writers` would not fit. The stores are created sparse
     (mlsp.store: no zero-fill), so without this check a disk too small for AVA (1.7 TB for IRv2's wide
-    8-view store alone) would show only hours into extraction, as HDF5's bare "No space left on device"."""
+    8-view store alone) would show only hours into extraction, as HDF5's bare "No space left on device".
+    One pass's check, just before it extracts; check_free_space_for_passes checks a whole run first."""
     needed = count * sum(int(np.prod(writer.features.shape[1:])) * writer.features.dtype.itemsize for writer in writers.values())
     folder = next(iter(writers.values())).path.parent
     free = free_bytes(folder)
     if needed > free:
         raise NotEnoughDisk(
             f"{folder}: the {count} images still to extract need {needed / 1e9:.3g} GB in the {', '.join(writers)} store(s) "
-            f"and the disk has {free / 1e9:.3g} GB free; free space or give notebook 01 a work_dir on a larger disk. "
-            "Nothing was written by this run; what earlier runs wrote is kept, and a rerun resumes it"
+            f"and the disk has {free / 1e9:.3g} GB free; " + DISK_REMEDY.format(what="pass")
         )
+
+
+def record_bytes(views: int, feature_shape: tuple) -> int:
+    """Bytes one image takes in a store: `views` float16 records of `feature_shape` (mlsp.store)."""
+    return int(views) * int(np.prod(feature_shape)) * np.dtype(np.float16).itemsize
+
+
+def images_to_write(stores: list[tuple], retry_failed: bool = False) -> int:
+    """How many images one pass will still extract, as `extract` counts them: those pending in any of
+    the pass's stores (path, image ids, views, shape; a store not made yet holds them all pending), and
+    with `retry_failed` those failed earlier. Raises StoreMismatch as refuse_mismatched_stores."""
+    refuse_mismatched_stores(stores)
+    statuses = []
+    for path, ids, _, _ in stores:
+        if Path(path).exists():
+            with FeatureReader(path) as reader:
+                statuses.append(reader.status)
+        else:
+            statuses.append(np.full(len(ids), PENDING, dtype=np.uint8))
+    status = np.stack(statuses)
+    pending = (status == PENDING).any(axis=0)
+    failed = (status == FAILED).any(axis=0) & ~pending
+    return int(pending.sum() + (failed.sum() if retry_failed else 0))
+
+
+def pass_needs(image_ids: list[str], backbones: list, features_dir, passes: dict, augmentation=(True, False), shard_index: int = 0, num_shards: int = 1, retry_failed: bool = False) -> list[dict]:
+    """What every pass of a notebook-01 run still has to write: one dict per (backbone, input mode,
+    augmentation) with backbone, mode, augment, images (still to extract) and bytes (in all the
+    pass's stores; what `extract`'s own check will ask of the disk). Reads only the stores' status
+    flags. Raises StoreMismatch naming every store made for other images, before any is read."""
+    groups = [
+        (backbone.name, mode, augment, list(_stores(image_ids, backbone, mode, augment, tuple(kinds), features_dir, shard_index, num_shards).values()))
+        for backbone in backbones for mode, kinds in passes.items() for augment in augmentation
+    ]
+    refuse_mismatched_stores([store for *_, stores in groups for store in stores])
+    needs = []
+    for name, mode, augment, stores in groups:
+        count = images_to_write(stores, retry_failed)
+        needs.append({"backbone": name, "mode": mode, "augment": augment, "images": count, "bytes": count * sum(record_bytes(views, shape) for _, _, views, shape in stores)})
+    return needs
+
+
+def _existing_folder(folder) -> Path:
+    """`folder`, or its nearest ancestor that exists: where the stores will be made, for the free-space question."""
+    folder = Path(folder).absolute()
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    return folder
+
+
+def check_free_space_for_passes(image_ids: list[str], backbones: list, features_dir, passes: dict, augmentation=(True, False), shard_index: int = 0, num_shards: int = 1, retry_failed: bool = False) -> int:
+    """Before the first pass of a run writes anything: raise NotEnoughDisk, naming the features folder,
+    the bytes all passes still need (and the largest pass), the bytes free and what to do, when the
+    whole run would not fit; returns the bytes needed. All passes' stores go under `features_dir`
+    (one disk), so their needs add up: checked pass by pass, a run learns that its last pass (IRv2's
+    wide 8-view store, the largest) cannot fit only hours in. Each pass still checks again when it
+    starts (check_free_space): the disk may fill meanwhile. Raises StoreMismatch as pass_needs."""
+    needs = pass_needs(image_ids, backbones, features_dir, passes, augmentation, shard_index, num_shards, retry_failed)
+    needed = sum(need["bytes"] for need in needs)
+    folder = _existing_folder(features_dir)
+    free = free_bytes(folder)
+    if needed > free:
+        largest = max(needs, key=lambda need: need["bytes"])
+        raise NotEnoughDisk(
+            f"{features_dir}: the {len(needs)} passes of this run still have to write {needed / 1e9:.3g} GB "
+            f"({sum(need['images'] for need in needs)} image-passes; the largest, {largest['backbone']} {largest['mode']} "
+            f"{'aug8' if largest['augment'] else 'whole'}, {largest['bytes'] / 1e9:.3g} GB) and the disk has {free / 1e9:.3g} GB free; "
+            + DISK_REMEDY.format(what="run")
+        )
+    return needed
 
 
 def extract(
@@ -218,12 +295,14 @@ def extract(
 
 def run_extraction(metadata, ava_dir, backbone, features_dir, passes: dict, augmentation=(True, False), shard_index: int = 0, num_shards: int = 1, workers: int = 2, progress: bool = True, retry_failed: bool = False, apply_exif_orientation: bool = False, batch_images: int = 1) -> list[dict]:
     """Every pass for one backbone: `passes` maps an input mode to its feature kinds. Images are found
-    by the metadata's path column (any data set), or for metadata without one by AVA's layout in ava_dir."""
+    by the metadata's path column (any data set), or for metadata without one by AVA's layout in ava_dir.
+    Raises StoreMismatch (any store of the passes made for other images) and NotEnoughDisk (all the
+    passes would not fit: check_free_space_for_passes) before the first pass writes anything."""
     from mlsp.data import image_paths
 
     ids = list(metadata["image_id"])
     paths = image_paths(metadata, ava_dir)
-    refuse_mismatched_stores([store for mode, kinds in passes.items() for augment in augmentation for store in _stores(ids, backbone, mode, augment, kinds, features_dir, shard_index, num_shards).values()])
+    check_free_space_for_passes(ids, [backbone], features_dir, passes, augmentation, shard_index, num_shards, retry_failed)
     summaries = []
     for mode, kinds in passes.items():
         model = mlsp_model(backbone, tuple(kinds))
