@@ -62,6 +62,15 @@ def test_interval_and_sanity_rules(tmp_path):
     assert "1 passed, 3 failed" in format_rows(list(rows.values()))
 
 
+def test_an_interval_ending_exactly_on_the_rounded_value_contains_it(tmp_path):
+    """expected.yaml holds 4 decimals; an accuracy interval over 14 test images ends on 800/14 = 57.142857..."""
+    from mlsp.check import judge
+
+    assert judge({"interval_contains": 57.1429}, 60.0, (50.0, 800 / 14)) == "pass"
+    assert judge({"interval_contains": 57.1429}, 60.0, (50.0, 57.1427)) == "FAIL"
+    assert judge({"interval_contains": 64.2857}, 70.0, (900 / 14, 100.0)) == "pass"
+
+
 def test_a_nan_metric_and_a_leaf_without_its_tolerance_are_reported(tmp_path):
     from mlsp.parameters import ParameterError
 

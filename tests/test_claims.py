@@ -34,6 +34,7 @@ def test_verdicts_of_planted_absent_and_reversed_differences(true_mos):
     t3 = t2 = f"[{BACKBONE}]"
     planted = table.loc[(f"Table 3: Pool-3FC {t3}", f"Table 3: Single-3FC {t3}")]
     assert planted["verdict"] == "supported" and planted["low"] > 0 and planted["difference"] > 0.2
+    assert planted["note"] == "one training seed: provisional"
     reversed_ = table.loc[(f"Table 3: Pool-3FC (-aug) {t3}", f"Table 3: Single-3FC (-aug) {t3}")]
     assert reversed_["verdict"] == "contradicted" and reversed_["high"] < 0
     absent = table.loc[(f"Table 2 features: Single-1FC (all) {t2}", f"Table 2 features: Single-1FC (5) {t2}")]

@@ -172,8 +172,18 @@ def compare(predictions: pd.DataFrame, claim: Claim, resamples: int = metrics.RE
         "difference": first["difference"], "low": first["low"], "high": first["high"], "verdict": agreed,
         "seeds": len(per_seed), "seed_verdicts": "; ".join(f"seed {run['seed']}: {run['verdict']} ({run['difference']:+.3f})" for run in per_seed),
         "images": first["images"], "srcc_a": first["srcc_a"], "srcc_b": first["srcc_b"],
-        "note": "" if agreed != UNRESOLVED or len(per_seed) == 1 or {run["verdict"] for run in per_seed} == {UNRESOLVED} else "the seeds disagree",
+        "note": note(agreed, [run["verdict"] for run in per_seed]),
     }
+
+
+def note(agreed: str, verdicts: list[str]) -> str:
+    """Why a verdict needs care: seeds that disagree, or a verdict resting on one training seed (on the
+    demo, such verdicts flipped with the seed: README)."""
+    if len(set(verdicts)) > 1:
+        return "the seeds disagree"
+    if len(verdicts) == 1 and agreed in (SUPPORTED, CONTRADICTED):
+        return "one training seed: provisional"
+    return ""
 
 
 def not_run_line(claim: Claim, predictions: pd.DataFrame) -> dict:
