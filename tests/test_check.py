@@ -7,15 +7,21 @@ from mlsp.check import compare, format_rows
 from mlsp.results import Run
 
 
+def _profile(tmp_path, expected: str):
+    """(params dir, results root) of a profile "p" whose expected.yaml is `expected`."""
+    params, results = tmp_path / "params", tmp_path / "results"
+    (params / "p").mkdir(parents=True, exist_ok=True)
+    (params / "p" / "expected.yaml").write_text(expected)
+    return params, results
+
+
 @pytest.fixture
 def profile_dirs(tmp_path):
-    params, results = tmp_path / "params", tmp_path / "results"
-    (params / "p").mkdir(parents=True)
-    (params / "p" / "expected.yaml").write_text(
+    return _profile(
+        tmp_path,
         "table3:\n  model:\n    Pool-3FC:\n      srcc: {value: 0.75, tolerance: 0.01}\n      accuracy: {value: 81.7, tolerance: 0.5}\n"
-        "resolution:\n  pixels_mos_srcc: {value: 0.188, tolerance: 0.01}\n"
+        "resolution:\n  pixels_mos_srcc: {value: 0.188, tolerance: 0.01}\n",
     )
-    return params, results
 
 
 def test_pass_fail_and_missing(profile_dirs):
@@ -40,9 +46,8 @@ def test_result_json_records_the_run(profile_dirs, tmp_path):
 
 
 def test_interval_and_sanity_rules(tmp_path):
-    params, results = tmp_path / "params", tmp_path / "results"
-    (params / "p").mkdir(parents=True)
-    (params / "p" / "expected.yaml").write_text(
+    params, results = _profile(
+        tmp_path,
         "fig7:\n"
         "  last_1:\n    srcc: {value: 0.0, tolerance: 1.0, interval_contains: 0.3, min: 0.0}\n"
         "  last_2:\n    srcc: {value: 0.0, tolerance: 1.0, interval_contains: 0.3}\n"
@@ -74,9 +79,7 @@ def test_an_interval_ending_exactly_on_the_rounded_value_contains_it(tmp_path):
 def test_a_nan_metric_and_a_leaf_without_its_tolerance_are_reported(tmp_path):
     from mlsp.parameters import ParameterError
 
-    params, results = tmp_path / "params", tmp_path / "results"
-    (params / "p").mkdir(parents=True)
-    (params / "p" / "expected.yaml").write_text("fig7:\n  last_1:\n    srcc: {min: 0.0}\n")
+    params, results = _profile(tmp_path, "fig7:\n  last_1:\n    srcc: {min: 0.0}\n")
     Run("p", "04_fig7_block_ablation", results_root=results).save_metrics("fig7", {"last_1": {"srcc": float("nan")}})
     assert compare("p", params, results)[0]["status"] == "missing"
     (params / "p" / "expected.yaml").write_text("fig7:\n  last_1:\n    srcc: {value: 0.5}\n")
