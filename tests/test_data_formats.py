@@ -397,6 +397,19 @@ def test_the_data_figure_marks_the_threshold_and_survives_labels_without_votes()
     figure = report.data_overview(metadata, threshold=3)
     assert list(figure.axes[0].lines[0].get_xdata()) == [3, 3]
     assert figure.axes[1].texts[0].get_text() == "not given by the labels file"
+    assert figure.axes[2].get_xscale() == figure.axes[2].get_yscale() == "linear"
+
+
+def test_the_data_figure_turns_to_log_axes_when_a_panorama_would_squash_the_other_sizes():
+    from mlsp import report
+
+    sizes = {"width": [800, 640, 533, 30000], "height": [600, 480, 800, 4000]}  # the rehearsal's panorama
+    metadata = pd.DataFrame({"mos": [4.0, 5.0, 6.0, 5.5], "n_votes": [200] * 4, **sizes, "set": ["train", "train", "validation", "test"]})
+    figure = report.data_overview(metadata)
+    assert figure.axes[2].get_xscale() == figure.axes[2].get_yscale() == "log"
+    assert "log axes" in figure.axes[2].get_title()
+    assert report.squashing_outlier(pd.Series([800, 640, 533, 3000]))  # 4.2 times the median 720
+    assert not report.squashing_outlier(pd.Series([800, 640, 533, 2800]))  # 3.9 times
 
 
 def test_score_scale_reads_what_notebook_00_wrote_and_older_metadata_is_avas(tmp_path):

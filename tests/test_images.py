@@ -398,7 +398,7 @@ def inception(request):
 
 def test_inception_smallest_input_is_75_px(inception):
     """The derived limit is the real network's: the forward pass runs at 75 and fails at 74."""
-    assert backbones.min_input_side(inception.name) == 75
+    assert backbones.derived_min_input_side(inception.name) == backbones.min_input_side(inception.name) == 75
     assert inception.model(np.zeros((1, 75, 75, 3), np.float32)).shape[1:3] == (1, 1)
     for shape in ((1, 74, 75, 3), (1, 75, 74, 3)):
         with pytest.raises(ValueError, match="empty output|zero or negative"):
@@ -422,7 +422,15 @@ def test_lite0_smallest_input_is_its_total_stride():
     lite0 = backbones.architecture("efficientnet_lite0")
     assert lite0.model.compute_output_shape((1, 1, 1, 3))[1:3] == (1, 1)
     assert lite0.model.compute_output_shape((1, 256, 256, 3))[1:3] == (8, 8)  # stride 32
-    assert backbones.min_input_side("efficientnet_lite0") == 32
+    assert backbones.derived_min_input_side("efficientnet_lite0") == backbones.min_input_side("efficientnet_lite0") == 32
+
+
+def test_the_recorded_smallest_inputs_are_what_the_networks_give():
+    """Every backbone has a recorded side (so no notebook builds a network to ask), equal to the derivation."""
+    assert set(backbones.MIN_INPUT_SIDES) == set(backbones.BACKBONES)
+    assert {name: backbones.derived_min_input_side(name) for name in backbones.BACKBONES} == backbones.MIN_INPUT_SIDES
+    with pytest.raises(ValueError, match="unknown backbone 'vgg16'"):
+        backbones.min_input_side("vgg16")
     assert backbones.min_image_side("efficientnet_lite0", augment=True) == 36  # crop_size: round(31.5) = 32
     assert data.MIN_SIDE == min(backbones.min_input_side(name) for name in backbones.BACKBONES)
 

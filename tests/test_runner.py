@@ -87,6 +87,20 @@ def test_cli_reports_bad_profile_in_one_line():
     assert result.stderr.strip().count("\n") == 0 and "unknown profile 'no_such_profile'" in result.stderr
 
 
+def test_checking_every_parameter_imports_no_tensorflow():
+    """The dry run (and every run's check before its first notebook) needs only the kit's names
+    (mlsp.names): importing Keras and TensorFlow for them cost ~6 s of every `mlsp run`."""
+    probe = (
+        "import sys\n"
+        "from mlsp import cli\n"
+        "assert cli.main(['run', '--profile', 'rehearsal', '--dry-run']) == 0\n"
+        "print(sorted(name for name in ('keras', 'tensorflow', 'mlsp.backbones', 'mlsp.experiments') if name in sys.modules))\n"
+    )
+    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, cwd=REPO)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip().splitlines()[-1] == "[]"
+
+
 @pytest.mark.parametrize("profile", ["smoke", "demo", "paper"])
 def test_shipped_profiles_pass_the_dry_run(profile):
     assert cli.main(["run", "--profile", profile, "--dry-run"]) == 0

@@ -21,8 +21,8 @@ from typing import Callable
 import keras
 
 from mlsp.errors import first_line
+from mlsp.names import BACKBONES
 
-BACKBONES = ("inception_v3", "inception_resnet_v2", "efficientnet_lite0")
 KERAS_WEIGHT_FILES = {
     "inception_v3": "inception_v3_weights_tf_dim_ordering_tf_kernels_notop.h5",
     "inception_resnet_v2": "inception_resnet_v2_weights_tf_dim_ordering_tf_kernels_notop.h5",
@@ -156,8 +156,22 @@ def architecture(name: str) -> Backbone:
     return load(name, weights="random")
 
 
-@functools.lru_cache(maxsize=None)
+# What derived_min_input_side finds for each backbone, kept so that asking costs nothing: the derivation
+# builds the network (~8 s for the two Inceptions on 2 cores), and notebooks 00 and 01 and the scorer ask
+# in every process. tests/test_images.py derives each again and compares, so a change of network shows.
+MIN_INPUT_SIDES = {"inception_v3": 75, "inception_resnet_v2": 75, "efficientnet_lite0": 32}
+
+
 def min_input_side(name: str) -> int:
+    """The smallest square input side (pixels) the backbone `name` accepts: MIN_INPUT_SIDES, which
+    `derived_min_input_side` reproduces from the network. Raises ValueError for an unknown name."""
+    if name not in BACKBONES:
+        raise ValueError(f"unknown backbone '{name}' (choose from {', '.join(BACKBONES)})")
+    return MIN_INPUT_SIDES[name] if name in MIN_INPUT_SIDES else derived_min_input_side(name)
+
+
+@functools.lru_cache(maxsize=None)
+def derived_min_input_side(name: str) -> int:
     """The smallest square input side (pixels) the backbone `name` accepts, derived from the network.
 
     Takes the network from `architecture(name)` and walks its shapes symbolically: the

@@ -38,7 +38,8 @@ import random
 import keras
 import tensorflow as tf
 
-STRATEGIES = ("none", "mirrored")
+from mlsp.names import STRATEGIES
+
 NO_GPU = (
     "distribute='mirrored' needs at least one GPU, and TensorFlow sees none (tf.config.list_physical_devices('GPU') is empty: "
     "check the CUDA drivers); set distribute: none to train on the CPU"

@@ -14,39 +14,8 @@ import pandas as pd
 from mlsp import distribute, heads, metrics, train
 from mlsp import data
 from mlsp.data import read_metadata
+from mlsp.names import TABLE2_FEATURE_ROWS, TABLE2_FINETUNE_ROWS, TABLE3_ROWS, Row  # noqa: F401 (the notebooks read them here)
 from mlsp.store import FeatureReader, store_path
-
-
-@dataclass(frozen=True)
-class Row:
-    label: str
-    head: str
-    mode: str
-    kind: str
-    augment: bool
-    last_blocks: int | None = None  # None: all blocks
-    dropout: tuple = heads.DEFAULT_DROPOUT
-
-
-TABLE2_FEATURE_ROWS = [
-    Row("Single-3FC (-aug)", "single_3fc", "rescaled", "narrow", False),
-    Row("Single-3FC", "single_3fc", "rescaled", "narrow", True),
-    Row("Multi-3FC", "multi_3fc", "rescaled", "narrow", True),
-    Row("Single-1FC (all)", "single_1fc", "rescaled", "narrow", True),
-    Row("Single-1FC (5)", "single_1fc", "rescaled", "narrow", True, last_blocks=5),
-]
-# The same rows end to end, plus Single-3FC with the higher dropout of "(+do)".
-TABLE2_FINETUNE_ROWS = [
-    *TABLE2_FEATURE_ROWS[:3],
-    Row("Single-3FC (+do)", "single_3fc", "rescaled", "narrow", True, dropout=(0.5, 0.5, 0.75)),
-    *TABLE2_FEATURE_ROWS[3:],
-]
-TABLE3_ROWS = [
-    Row("Single-3FC (-aug)", "single_3fc", "original", "narrow", False),
-    Row("Single-3FC", "single_3fc", "original", "narrow", True),
-    Row("Pool-3FC (-aug)", "pool_3fc", "original", "wide", False),
-    Row("Pool-3FC", "pool_3fc", "original", "wide", True),
-]
 
 
 @dataclass

@@ -186,8 +186,9 @@ def extract(
     that failed in an earlier run unless `retry_failed`. The summary's `skipped` lists this run's
     failures ({image_id, path, reason}); `previously_failed` those of earlier runs not retried.
     batch_images: how many images' views go through the network in one batch (images of equal size
-    only: every rescaled image, and full-resolution images that share a size); one batch per image
-    on a CPU loses little, a GPU wants many. sizes: (width, height) per image, aligned with
+    only: every rescaled image, and full-resolution images that share a size). On a CPU keep 1:
+    batches of 8 images were 20-33% slower than one image per pass here (2 cores, Lite0;
+    benchmarks/measured/extraction.log); a GPU wants many. sizes: (width, height) per image, aligned with
     image_ids; given, the images are taken in order of size, so that equal sizes meet in a batch
     (AVA has many repeated sizes). The features do not depend on either.
     Raises StoreMismatch when a store exists for other images, StoreLocked when a store is held open,

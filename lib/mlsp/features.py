@@ -13,11 +13,11 @@ from __future__ import annotations
 import keras
 import numpy as np
 
+from mlsp.names import FEATURE_KINDS, INPUT_MODES
+
 WIDE_SIZE = 5
 CROP_FRACTION = 0.875
 RESCALED_SIZE = 256
-INPUT_MODES = ("original", "rescaled")
-FEATURE_KINDS = ("narrow", "wide")
 
 
 def mlsp_model(backbone, kinds=FEATURE_KINDS, blocks: list[str] | None = None) -> keras.Model:

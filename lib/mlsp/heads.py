@@ -20,9 +20,9 @@ from __future__ import annotations
 
 import keras
 
-DEFAULT_DROPOUT = (0.25, 0.25, 0.5)
+from mlsp.names import DEFAULT_DROPOUT, HEADS
+
 DEFAULT_BATCH_NORM_MOMENTUM = 0.99  # Keras 2.2's default, unchanged by kutils (the authors' fc_layers)
-HEADS = ("single_1fc", "single_3fc", "multi_3fc", "pool_3fc")
 
 
 @keras.saving.register_keras_serializable(package="mlsp")

@@ -20,15 +20,15 @@ from mlsp.paths import resolve as resolve_path
 
 # Where each enumeration lives, read on first use: name in messages -> names the kit accepts.
 ENUMERATIONS: dict[str, Callable[[], tuple[str, ...]]] = {
-    "backbone": lambda: tuple(import_module("mlsp.backbones").BACKBONES),
-    "input mode": lambda: tuple(import_module("mlsp.features").INPUT_MODES),
-    "feature kind": lambda: tuple(import_module("mlsp.features").FEATURE_KINDS),
-    "head": lambda: tuple(import_module("mlsp.heads").HEADS),
+    "backbone": lambda: tuple(import_module("mlsp.names").BACKBONES),
+    "input mode": lambda: tuple(import_module("mlsp.names").INPUT_MODES),
+    "feature kind": lambda: tuple(import_module("mlsp.names").FEATURE_KINDS),
+    "head": lambda: tuple(import_module("mlsp.names").HEADS),
     "embedded set shape": lambda: tuple(import_module("mlsp.embedded").SHAPES),
     "data format": lambda: tuple(import_module("mlsp.data").FORMATS),
-    "Table 2 fine-tuning row": lambda: tuple(row.label for row in import_module("mlsp.experiments").TABLE2_FINETUNE_ROWS),
-    "distribution mode": lambda: tuple(import_module("mlsp.distribute").STRATEGIES),
-    "graph optimizer setting": lambda: tuple(import_module("mlsp.train").GRAPH_OPTIMIZER_CHOICES),
+    "Table 2 fine-tuning row": lambda: tuple(row.label for row in import_module("mlsp.names").TABLE2_FINETUNE_ROWS),
+    "distribution mode": lambda: tuple(import_module("mlsp.names").STRATEGIES),
+    "graph optimizer setting": lambda: tuple(import_module("mlsp.names").GRAPH_OPTIMIZER_CHOICES),
 }
 
 

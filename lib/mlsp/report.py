@@ -33,6 +33,12 @@ def data_overview(metadata: pd.DataFrame, threshold: float = 5.0):
     distinct = metadata[["width", "height"]].drop_duplicates().shape[0]
     axes[2].scatter(metadata["width"], metadata["height"], s=4, alpha=0.4)
     axes[2].set(title=f"resolution ({distinct} distinct)", xlabel="width (px)", ylabel="height (px)")
+    if squashing_outlier(metadata["width"]) or squashing_outlier(metadata["height"]):
+        # one panorama (AVA has 30000-px-wide ones) would crowd every other size into a corner
+        axes[2].set(xscale="log", yscale="log", title=f"resolution ({distinct} distinct; log axes)")
+        for axis in (axes[2].xaxis, axes[2].yaxis):
+            axis.set_major_formatter(FuncFormatter(_plain_tick))
+            axis.set_minor_formatter(FuncFormatter(lambda value, position: _plain_tick(value, position, (2, 5))))
     counts = metadata["set"].value_counts().reindex(["train", "validation", "test"]).fillna(0)
     axes[3].bar(counts.index, counts.values, color=["tab:green", "tab:olive", "tab:red"])
     axes[3].set(title="split")
@@ -40,6 +46,13 @@ def data_overview(metadata: pd.DataFrame, threshold: float = 5.0):
         axes[3].text(x, value, f"{int(value)}", ha="center", va="bottom")
     figure.tight_layout()
     return figure
+
+
+def squashing_outlier(sizes: pd.Series, ratio: float = 4.0) -> bool:
+    """Whether the largest of `sizes` (pixels) is over `ratio` times the median: then a linear axis
+    gives most of its length to that one image."""
+    sizes = pd.Series(sizes).dropna()
+    return bool(len(sizes)) and float(sizes.max()) > ratio * float(sizes.median())
 
 
 def activation_blocks(image: np.ndarray, activations: dict[str, np.ndarray]):
@@ -307,7 +320,8 @@ def results_section(profile: str, results_root: Path = RESULTS_DIR) -> str:
         m = resolution["metrics"]
         lines.append(
             f"\n**Resolution only**: SRCC(pixels, MOS) {_with_interval(m, 'pixels_mos_srcc')}{' (paper 0.188)' if ava else ''}; "
-            f"11-9-7-2 network {_with_interval(m, 'network_accuracy', 2, '%')} vs majority {_fmt(m['majority_accuracy'], 2)}%{' (paper 72.40% vs 71.08%)' if ava else ''}."
+            f"11-9-7-2 network {_with_interval(m, 'network_accuracy', 2, '%')} vs majority {_fmt(m['majority_accuracy'], 2)}%{' (paper 72.40% vs 71.08%)' if ava else ''}"
+            + (f" on {resolution['test_images']} test images." if "test_images" in resolution else ".")
         )
     claims = _load(profile, "claims", results_root)
     if claims and claims["metrics"]:

@@ -15,11 +15,8 @@ import keras
 import numpy as np
 
 from mlsp import distribute
+from mlsp.names import GRAPH_OPTIMIZER_CHOICES
 from mlsp.store import DEFAULT_READERS, FeatureReader
-
-
-GRAPH_OPTIMIZER_CHOICES = ("auto", "on", "off")
-
 
 def configure_graph_optimizer(choice: str = "auto") -> bool:
     """Switch TensorFlow's graph optimizer (Grappler's meta-optimizer) on or off for this process, and
