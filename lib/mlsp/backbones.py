@@ -16,12 +16,13 @@ import functools
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
-
-import keras
+from typing import TYPE_CHECKING, Callable
 
 from mlsp.errors import first_line
-from mlsp.names import BACKBONES
+from mlsp.names import BACKBONES, crop_size
+
+if TYPE_CHECKING:  # Keras is imported where a network is built: asking for names and sizes needs no TensorFlow
+    import keras
 
 KERAS_WEIGHT_FILES = {
     "inception_v3": "inception_v3_weights_tf_dim_ordering_tf_kernels_notop.h5",
@@ -75,6 +76,8 @@ def _inception(name: str, weights: str, input_shape) -> keras.Model:
     the file, and, when a cached file was there, that Keras rejected it (and removed it, as it does
     with a file whose hash does not match once the download to replace it fails).
     """
+    import keras
+
     constructor = {"inception_v3": keras.applications.InceptionV3, "inception_resnet_v2": keras.applications.InceptionResNetV2}[name]
     keras_weights = None if weights == "random" else weights
     if weights == "imagenet":
@@ -118,6 +121,8 @@ def load(name: str, weights: str = "imagenet", input_shape=(None, None, 3), cach
         elif weights != "random":
             _load_without_top(model, Path(weights).expanduser())
         return Backbone(name, weights, model, efficientnet_lite.preprocess_input, efficientnet_lite.block_layer_names())
+    import keras
+
     model = _inception(name, weights, input_shape)
     preprocess = {"inception_v3": keras.applications.inception_v3.preprocess_input, "inception_resnet_v2": keras.applications.inception_resnet_v2.preprocess_input}[name]
     return Backbone(name, weights, model, lambda images: preprocess(images.astype("float32", copy=True)), inception_block_layers(model, name))
@@ -181,6 +186,8 @@ def derived_min_input_side(name: str) -> int:
     deepest blocks' single cell is computed mostly from zero padding rather than from the image,
     so the stride is kept as a floor. Raises ValueError for an unknown backbone name.
     """
+    import keras
+
     backbone = architecture(name)
     model = backbone.model
     probe = keras.Model(model.input, [model.get_layer(block).output for block in backbone.block_layers] + list(model.outputs))
@@ -202,10 +209,8 @@ def min_image_side(name: str, augment: bool) -> int:
     resolution (the "original" input mode; "rescaled" resizes every image to 256 px, which all fit).
 
     Without augmentation that is `min_input_side`; with it, the 87.5% crops
-    (`mlsp.features.crop_size`) must reach it: 86 for the Inceptions.
+    (`mlsp.names.crop_size`) must reach it: 86 for the Inceptions.
     """
-    from mlsp.features import crop_size
-
     smallest = min_input_side(name)
     if not augment:
         return smallest

@@ -13,10 +13,9 @@ from __future__ import annotations
 import keras
 import numpy as np
 
-from mlsp.names import FEATURE_KINDS, INPUT_MODES
+from mlsp.names import CROP_FRACTION, FEATURE_KINDS, INPUT_MODES, crop_size  # noqa: F401 (crop_size: read here by score and the benchmarks)
 
 WIDE_SIZE = 5
-CROP_FRACTION = 0.875
 RESCALED_SIZE = 256
 
 
@@ -72,10 +71,6 @@ def prepare(image: np.ndarray, mode: str) -> np.ndarray:
 
         return np.asarray(Image.fromarray(image).resize((RESCALED_SIZE, RESCALED_SIZE), Image.BILINEAR))
     raise ValueError(f"input mode '{mode}' is not one of {INPUT_MODES}")
-
-
-def crop_size(height: int, width: int) -> tuple[int, int]:
-    return int(round(height * CROP_FRACTION)), int(round(width * CROP_FRACTION))
 
 
 def augmented_views(image: np.ndarray, indices=range(8)) -> np.ndarray:

@@ -1,8 +1,9 @@
-"""The kit's vocabularies and the rows of the paper's tables, without TensorFlow.
+"""The kit's vocabularies, the rows of the paper's tables and its crop geometry, without TensorFlow.
 
 `mlsp run` checks every parameter of a profile against these before any notebook starts
 (mlsp.parameter_rules); when they lived beside the code that uses them, that check imported Keras
-and TensorFlow first, ~6 s of every run. backbones, features, heads, train, distribute and
+and TensorFlow first, ~6 s of every run; notebook 00 needs the crops' size (for the smallest image
+it keeps) and nothing else of TensorFlow. backbones, features, heads, train, distribute and
 experiments take them from here.
 """
 from __future__ import annotations
@@ -16,6 +17,12 @@ HEADS = ("single_1fc", "single_3fc", "multi_3fc", "pool_3fc")  # mlsp.heads (Tab
 DEFAULT_DROPOUT = (0.25, 0.25, 0.5)  # the 3FC layers' dropout (mlsp.heads; the authors' kutils fc_layers)
 GRAPH_OPTIMIZER_CHOICES = ("auto", "on", "off")  # mlsp.train.configure_graph_optimizer
 STRATEGIES = ("none", "mirrored")  # mlsp.distribute
+CROP_FRACTION = 0.875  # the augmented views: crops of 87.5% of width and height (mlsp.features)
+
+
+def crop_size(height: int, width: int) -> tuple[int, int]:
+    """(height, width) in pixels of an augmented view of a height x width image."""
+    return int(round(height * CROP_FRACTION)), int(round(width * CROP_FRACTION))
 
 
 @dataclass(frozen=True)
