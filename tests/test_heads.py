@@ -71,7 +71,7 @@ def test_batch_norm_momentum_reaches_every_layer_and_sets_how_far_short_statisti
 @pytest.mark.slow
 def test_one_pool_3fc_step_on_irv2_wide_features_at_the_papers_batch():
     """The paper's largest head at its batch size, through one real step of the kit's optimizer: the
-    rehearsal's 11 training images never fill a batch of 128. 128 x 5x5x16,928 float32 inputs (217 MB)
+    rehearsal's 9 training images never fill a batch of 128. 128 x 5x5x16,928 float32 inputs (217 MB)
     and the weights, their gradients and Adam's two slots: a peak of 3.2 GB. The step is ~0.67 TFLOP
     (three 1x1 convolutions over 16,928 channels, forward and weight gradients): 53-56 CPU seconds
     measured on 2 shared AMD EPYC cores, so about half a minute on 2 idle ones; hence `slow`."""
