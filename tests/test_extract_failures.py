@@ -244,3 +244,15 @@ def test_a_store_held_open_elsewhere_is_explained(tmp_path):
         process.kill()
         process.wait()
     FeatureWriter(path, ["a"], 1, (2,)).close()  # once the reader is gone, the writer opens
+
+
+def test_fig2_is_drawn_from_an_image_that_every_pass_extracted():
+    """Notebook 01 draws Fig. 2 after extraction: the rehearsal's panorama (refused, too large to
+    decode) listed first among the test images must not fail the notebook at its last cell."""
+    metadata = pd.DataFrame({"image_id": ["999006", "100006", "100001"], "set": ["test", "test", "train"]})
+    skipped = pd.DataFrame({"image_id": ["999006"] * 8})
+    assert list(extract.figure_example(metadata, skipped)["image_id"]) == ["100006"]
+    every_test_skipped = pd.DataFrame({"image_id": ["999006", "100006"]})
+    assert list(extract.figure_example(metadata, every_test_skipped)["image_id"]) == ["100001"]
+    assert extract.figure_example(metadata, pd.DataFrame({"image_id": ["999006", "100006", "100001"]})) is None
+    assert list(extract.figure_example(metadata, extract.skipped_table([]))["image_id"]) == ["999006"]

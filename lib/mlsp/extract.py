@@ -186,9 +186,9 @@ def extract(
     that failed in an earlier run unless `retry_failed`. The summary's `skipped` lists this run's
     failures ({image_id, path, reason}); `previously_failed` those of earlier runs not retried.
     batch_images: how many images' views go through the network in one batch (images of equal size
-    only: every rescaled image, and full-resolution images that share a size). On a CPU keep 1:
-    batches of 8 images were 20-33% slower than one image per pass here (2 cores, Lite0;
-    benchmarks/measured/extraction.log); a GPU wants many. sizes: (width, height) per image, aligned with
+    only: every rescaled image, and full-resolution images that share a size). On a CPU 1 did better
+    in the one run measured (Lite0, 12 small images, 2 loaded cores: batches of 8 gave 20-33% fewer
+    images/s; benchmarks/measured/extraction.log); a GPU wants many. sizes: (width, height) per image, aligned with
     image_ids; given, the images are taken in order of size, so that equal sizes meet in a batch
     (AVA has many repeated sizes). The features do not depend on either.
     Raises StoreMismatch when a store exists for other images, StoreLocked when a store is held open,
@@ -347,6 +347,17 @@ def skipped_table(summaries: list[dict]):
         for item in items
     ]
     return pd.DataFrame(lines, columns=["image_id", "path", "reason", "backbone", "input", "views", "when"])
+
+
+def figure_example(metadata, skipped):
+    """The metadata row (a one-row DataFrame) of the image notebook 01 draws Fig. 2 from: the first test
+    image that no pass skipped (else the first such image of any set), or None when every image was
+    skipped. An image extraction refused (too large to decode, unreadable) would fail there too, after
+    all the extraction is done. skipped: skipped_table's output (its image_id column)."""
+    usable = metadata[~metadata["image_id"].astype(str).isin(set(skipped["image_id"].astype(str)))]
+    test = usable[usable["set"] == "test"]
+    chosen = test if len(test) else usable
+    return chosen.head(1) if len(chosen) else None
 
 
 def summary_table(summaries: list[dict]):

@@ -34,7 +34,7 @@ def data_overview(metadata: pd.DataFrame, threshold: float = 5.0):
     axes[2].scatter(metadata["width"], metadata["height"], s=4, alpha=0.4)
     axes[2].set(title=f"resolution ({distinct} distinct)", xlabel="width (px)", ylabel="height (px)")
     if squashing_outlier(metadata["width"]) or squashing_outlier(metadata["height"]):
-        # one panorama (AVA has 30000-px-wide ones) would crowd every other size into a corner
+        # one panorama (the rehearsal plants a 30000-px-wide one) would crowd every other size into a corner
         axes[2].set(xscale="log", yscale="log", title=f"resolution ({distinct} distinct; log axes)")
         for axis in (axes[2].xaxis, axes[2].yaxis):
             axis.set_major_formatter(FuncFormatter(_plain_tick))
