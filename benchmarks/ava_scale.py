@@ -762,7 +762,10 @@ def main(argv=None) -> None:
     with tempfile.TemporaryDirectory(prefix="mlsp-ava-scale-") as temporary:
         work = args.out or Path(temporary)
         work.mkdir(parents=True, exist_ok=True)
-        profile = paper_profile()  # imports TensorFlow (the parameter rules know the backbones): in every stage's baseline
+        profile = paper_profile()
+        # TensorFlow in every stage's baseline, as in the recorded log: parameter checks and notebook 00 no
+        # longer import it (mlsp.names; 00's own peak is ~0.5 GB lower), every later stage does
+        import keras  # noqa: F401
         report.note(f"paper profile: backbones {profile['backbones']}, passes {profile['passes']}, augmentation {profile['augmentation']}, "
                     f"batch_images {profile['batch_images']}, workers {profile['workers']}, heads batch {profile['head_batch']}, "
                     f"fine-tuning {profile['finetune_backbone']} batch {profile['finetune_batch']}, verify_images {profile['verify_images']}; "
